@@ -1,0 +1,404 @@
+"""Model files: one file holds everything needed to score new cutouts.
+
+A model file is a Keras file (``.keras`` or ``.h5``) whose network includes the
+normalisation layer, plus an ``otrain`` metadata record (JSON) with the channels,
+the stamp size, the class order, the normalisation, the hyperparameters and the
+otrain version. In a ``.keras`` file (a zip archive) the record is the member
+``otrain.json``; in an ``.h5`` file it is the root attribute ``otrain``.
+
+Loading never unpickles and never uses Keras' ``safe_mode=False``. Legacy Keras
+``.h5`` files (the original O'TRAIN, ZTF's braai, other TensorFlow 2.x-era models)
+load for scoring, including those Keras 3 rejects: the network is rebuilt from the
+stored configuration and the weights are set layer by layer, by name. Such files
+carry no otrain record, so the caller states their channels and normalisation.
+"""
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_output
+from ._version import __version__
+from .cutouts import _check_channels
+from .exceptions import ModelFileError
+
+__all__ = ["save_model", "load_model", "MODEL_SUFFIXES"]
+
+#: Suffixes of the model files otrain writes and reads.
+MODEL_SUFFIXES = (".keras", ".h5")
+
+_RECORD = "otrain.json"
+# Hyperparameters stored with the model (JSON-able ones only).
+_PARAMS = (
+    "network",
+    "normalisation",
+    "augment",
+    "dropout",
+    "learning_rate",
+    "batch_size",
+    "epochs",
+    "validation_fraction",
+    "patience",
+    "class_weight",
+    "random_state",
+)
+
+
+def _unwrap(estimator):
+    """The CutoutClassifier of ``estimator`` and the CutoutLoader before it, if any."""
+    from sklearn.pipeline import Pipeline
+
+    from .classifier import CutoutClassifier
+    from .cutouts import CutoutLoader
+
+    loader = None
+    if isinstance(estimator, Pipeline):
+        loader = next((s for _, s in estimator.steps if isinstance(s, CutoutLoader)), None)
+        estimator = estimator.steps[-1][1]
+    if not isinstance(estimator, CutoutClassifier):
+        raise TypeError(
+            f"save_model takes a fitted CutoutClassifier (or a Pipeline ending with one), "
+            f"got {type(estimator).__name__}"
+        )
+    if not estimator.initialized_:
+        from .exceptions import NotFittedError
+
+        raise NotFittedError("this CutoutClassifier is not fitted yet: fit it before saving")
+    return estimator, loader
+
+
+def save_model(estimator, path, *, channels=None, extra=None):
+    """Save a fitted classifier to one ``.keras`` or ``.h5`` file, atomically.
+
+    Parameters
+    ----------
+    estimator : CutoutClassifier or Pipeline
+        A fitted classifier, or a pipeline ``CutoutLoader -> CutoutClassifier`` (the
+        loader's channels are then stored).
+    path : str or path-like
+        Output file, ending in ``.keras`` (recommended) or ``.h5``.
+    channels : sequence of str, optional
+        Channel names of the stamps (EXTNAMEs). Default: the pipeline loader's, the
+        classifier's ``channels_``, else ``("DIFF",)`` for one channel.
+    extra : dict, optional
+        More JSON-able metadata to store (e.g. a decision threshold).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written. A failure leaves any previous file at ``path`` intact.
+    """
+    classifier, loader = _unwrap(estimator)
+    path = Path(path)
+    if path.suffix not in MODEL_SUFFIXES:
+        raise ModelFileError(
+            f"{path}: a model file must end in .keras or .h5; rename the output"
+        )
+    input_shape = tuple(int(s) for s in classifier.model_.input_shape[1:])
+    if channels is None:
+        channels = loader.channels if loader is not None else getattr(classifier, "channels_", None)
+    if channels is None:
+        channels = ("DIFF",) if input_shape[-1] == 1 else tuple(f"C{i}" for i in range(input_shape[-1]))
+    channels = _check_channels(channels)
+    if len(channels) != input_shape[-1]:
+        raise ValueError(
+            f"{len(channels)} channel names ({', '.join(channels)}) given for a model "
+            f"taking {input_shape[-1]} channels"
+        )
+    params = classifier.get_params()
+    record = {
+        "otrain_version": __version__,
+        "channels": list(channels),
+        "input_shape": list(input_shape),
+        "classes": [int(c) for c in classifier.classes_],
+        "class_names": ["bogus", "real"],
+        "normalisation": _normalisation_of(classifier.model_),
+        "params": {k: params[k] for k in _PARAMS if _jsonable(params.get(k))},
+        **(extra or {}),
+    }
+    if callable(params.get("network")):
+        record["params"]["network"] = getattr(params["network"], "__name__", "custom")
+    classifier.channels_ = channels
+    classifier.model_file_record_ = record
+    with atomic_output(path) as tmp:
+        classifier.model_.save(tmp)
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(_RECORD, json.dumps(record, indent=1))
+        else:
+            import h5py
+
+            with h5py.File(tmp, "a") as handle:
+                handle.attrs["otrain"] = json.dumps(record)
+    return path
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _normalisation_of(model):
+    from .networks import StampNormalisation
+
+    for layer in model.layers:
+        if isinstance(layer, StampNormalisation):
+            return layer.method
+    return None
+
+
+def read_record(path):
+    """The otrain metadata record of a model file, or None for a foreign Keras file.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    dict or None
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing or is not a Keras model file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file; check the path (--model)")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if "config.json" not in names:
+                raise ModelFileError(
+                    f"{path}: a zip archive but not a Keras model (no config.json); "
+                    "give a .keras or .h5 model written by otrain-train or Keras"
+                )
+            return json.loads(archive.read(_RECORD)) if _RECORD in names else None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            if "model_config" not in handle.attrs:
+                raise ModelFileError(
+                    f"{path}: an HDF5 file but not a Keras model (no model_config); give a "
+                    ".keras or .h5 model written by otrain-train or Keras"
+                )
+            record = handle.attrs.get("otrain")
+    except OSError as err:
+        raise ModelFileError(
+            f"{path}: not a Keras model file (neither a .keras archive nor HDF5); give a "
+            ".keras or .h5 model written by otrain-train or Keras"
+        ) from err
+    return None if record is None else json.loads(record)
+
+
+def load_model(path, *, channels=None, normalisation=None):
+    """Load a model file written by otrain, or a legacy Keras model, for scoring.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.keras`` or ``.h5`` file.
+    channels : sequence of str, optional
+        Channels of a legacy model's input (e.g. ``("SCI", "REF", "DIFF")`` for
+        braai). For otrain files, if given, they must agree with the stored ones.
+    normalisation : {"l2", "robust", "none"}, optional
+        Normalisation a legacy model expects (braai: ``"l2"``); it is added to the
+        network as a layer. For otrain files, must agree with the stored one.
+
+    Returns
+    -------
+    CutoutClassifier
+        Fitted, ready for ``predict_proba``; ``channels_`` holds the channel names and
+        ``model_file_record_`` the stored metadata.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, not a Keras model, or a legacy model is loaded
+        without its channels and normalisation.
+    """
+    import keras
+
+    from .networks import NORMALISATIONS
+
+    path = Path(path)
+    record = read_record(path)
+    if record is not None:
+        for name, given, stored in (
+            ("channels", channels and list(_check_channels(channels)), record["channels"]),
+            ("normalisation", normalisation, record["normalisation"]),
+        ):
+            if given is not None and given != stored:
+                raise ModelFileError(
+                    f"{path}: the model was trained with {name} {stored}, not {given}; "
+                    f"leave {name} out to use the stored value"
+                )
+        model = _load_keras(path, keras)
+        return _classifier_from(model, record, path)
+    if channels is None or normalisation is None:
+        raise ModelFileError(
+            f"{path}: a Keras model without otrain metadata (legacy O'TRAIN, braai...); "
+            "state its input channels and normalisation, e.g. --channels SCI,REF,DIFF "
+            "--normalisation l2"
+        )
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(
+            f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}"
+        )
+    channels = _check_channels(channels)
+    try:
+        inner = _load_keras(path, keras)
+    except ModelFileError:
+        inner = _rebuild_legacy(path, keras)
+    model = _wrap_legacy(inner, normalisation, keras)
+    if model.input_shape[-1] != len(channels):
+        raise ModelFileError(
+            f"{path}: the model takes {model.input_shape[-1]} channels but "
+            f"{len(channels)} were stated ({', '.join(channels)}); state its channels"
+        )
+    record = {
+        "otrain_version": None,
+        "legacy": True,
+        "channels": list(channels),
+        "input_shape": list(model.input_shape[1:]),
+        "classes": [0, 1],
+        "class_names": ["bogus", "real"],
+        "normalisation": normalisation,
+        "params": {"network": inner.name, "normalisation": normalisation},
+    }
+    return _classifier_from(model, record, path)
+
+
+def _custom_objects():
+    from .networks import RandomDihedral, StampNormalisation
+
+    return {"StampNormalisation": StampNormalisation, "RandomDihedral": RandomDihedral}
+
+
+def _load_keras(path, keras):
+    try:
+        return keras.saving.load_model(path, compile=False, custom_objects=_custom_objects())
+    except Exception as err:  # noqa: BLE001 - Keras raises many types on foreign files
+        raise ModelFileError(
+            f"{path}: Keras cannot load this model ({str(err).splitlines()[0][:200]})"
+        ) from err
+
+
+def _rebuild_legacy(path, keras):
+    """Rebuild a Keras 2 ``Sequential``/functional model from its config and weights."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            config = json.loads(_text(handle.attrs["model_config"]))
+            weights = handle["model_weights"] if "model_weights" in handle else handle
+            stored = {
+                name: [np.asarray(weights[name][w]) for w in _weight_names(weights[name])]
+                for name in weights
+            }
+        model = _model_from_legacy_config(config, keras)
+        for layer in model.layers:
+            values = stored.get(layer.name)
+            if values:
+                layer.set_weights(values)
+            elif layer.weights:
+                raise ModelFileError(f"{path}: no stored weights for layer {layer.name}")
+    except ModelFileError:
+        raise
+    except Exception as err:  # noqa: BLE001 - anything here means: not loadable
+        raise ModelFileError(
+            f"{path}: cannot rebuild this legacy Keras model ({str(err).splitlines()[0][:200]}); "
+            "re-save it with a recent Keras or give an otrain model"
+        ) from err
+    return model
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _weight_names(group):
+    names = group.attrs.get("weight_names")
+    if names is None:
+        return []
+    return [_text(n) for n in names]
+
+
+# Keras 2 config keys that Keras 3 layers no longer accept.
+_DROPPED_KEYS = ("batch_input_shape", "batch_shape", "input_shape", "dtype")
+
+
+def _clean_layer_config(layer, keras):
+    config = {k: v for k, v in layer["config"].items() if k not in _DROPPED_KEYS}
+    for key, value in list(config.items()):
+        # Keras 2 nests initialisers, regularisers... as {"class_name", "config"}; the
+        # stored values only matter for training, so Keras 3 defaults are used instead.
+        if isinstance(value, dict) and "class_name" in value:
+            config.pop(key)
+    layer_class = getattr(keras.layers, layer["class_name"], None)
+    if layer_class is None:
+        raise ValueError(f"unknown layer type {layer['class_name']}")
+    return layer_class.from_config(config)
+
+
+def _model_from_legacy_config(config, keras):
+    if config["class_name"] != "Sequential":
+        # Functional Keras 2 models: Keras 3 reads most configs once cleaned.
+        return keras.Model.from_config(config["config"])
+    layer_configs = config["config"]
+    if isinstance(layer_configs, dict):
+        layer_configs = layer_configs["layers"]
+    shape = None
+    for layer in layer_configs:
+        shape = layer["config"].get("batch_input_shape") or layer["config"].get("batch_shape")
+        if shape:
+            break
+    if shape is None:
+        raise ValueError("the model config does not state its input shape")
+    model = keras.Sequential(name=config["config"].get("name", "legacy") if isinstance(config["config"], dict) else "legacy")
+    model.add(keras.Input(shape=tuple(shape[1:])))
+    for layer in layer_configs:
+        if layer["class_name"] == "InputLayer":
+            continue
+        model.add(_clean_layer_config(layer, keras))
+    return model
+
+
+def _wrap_legacy(inner, normalisation, keras):
+    from .networks import StampNormalisation
+
+    inputs = keras.Input(shape=inner.input_shape[1:], name="stamps")
+    x = StampNormalisation(normalisation, name="normalisation")(inputs)
+    outputs = inner(x)
+    return keras.Model(inputs, outputs, name=f"legacy_{inner.name}")
+
+
+def _classifier_from(model, record, path):
+    """A fitted CutoutClassifier around an already-built Keras model."""
+    from .classifier import CutoutClassifier
+
+    params = {k: v for k, v in record.get("params", {}).items() if k in _PARAMS}
+    if params.get("network") not in ("otrain", "vgg6"):
+        params.pop("network", None)
+    n_outputs = model.output_shape[-1]
+    if n_outputs not in (1, 2):
+        raise ModelFileError(
+            f"{path}: the model has {n_outputs} outputs; a real/bogus model has one "
+            "(sigmoid, P(real)) or two (softmax, [bogus, real])"
+        )
+    loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
+    classifier = CutoutClassifier(loss=loss, **params)
+    classifier._prebuilt_model = model
+    shape = tuple(record["input_shape"])
+    classifier.initialize(np.zeros((2, *shape), np.float32), np.array([0, 1]))
+    classifier._prebuilt_model = None
+    classifier.channels_ = tuple(record["channels"])
+    classifier.model_file_record_ = record
+    return classifier

@@ -1,0 +1,252 @@
+"""The convolutional networks, and the layers that travel inside every model.
+
+Every model otrain builds is ``stamps -> StampNormalisation -> RandomDihedral ->
+network -> Dense(2, softmax)``. Normalisation and augmentation are layers of the
+model, so a saved model file carries them: scoring applies exactly the normalisation
+used in training, and an exported ONNX graph holds it too. ``RandomDihedral`` is the
+identity outside training.
+
+Built-in networks (``network=`` of :class:`otrain.CutoutClassifier`):
+
+``"otrain"``
+    O'TRAIN's network (Makhlouf et al. 2022): Conv16-Conv32 (3x3, same, ReLU),
+    AvgPool2, Dropout, Conv64, MaxPool2, Dropout, Conv128, Conv256, MaxPool2,
+    Dense512, Dropout, Dense256.
+``"vgg6"``
+    A small VGG-like network in the style of ZTF's braai (Duev et al. 2019):
+    Conv16-Conv16, MaxPool2, Dropout, Conv32-Conv32, MaxPool4, Dropout, Dense256,
+    Dropout. Fewer weights, faster on a CPU.
+
+A user network is a function ``build(inputs, *, dropout)`` taking the Keras tensor
+of normalised stamps and returning a tensor of features; otrain adds the output
+layer. Give a module-level function (not a lambda) so the classifier pickles.
+"""
+
+import keras
+from keras import layers, ops
+
+__all__ = [
+    "NORMALISATIONS",
+    "NETWORKS",
+    "StampNormalisation",
+    "RandomDihedral",
+    "otrain_network",
+    "vgg6_network",
+    "build_model",
+]
+
+#: Per-stamp normalisations, applied to each channel of each stamp.
+NORMALISATIONS = ("l2", "robust", "none")
+
+# Tiny scale floor: a blank (all-zero or all-NaN) stamp stays all zeros, never NaN.
+_EPSILON = 1e-12
+
+
+@keras.saving.register_keras_serializable(package="otrain")
+class StampNormalisation(layers.Layer):
+    """Per-stamp, per-channel normalisation with otrain's NaN policy.
+
+    Non-finite pixels (NaN, inf) are left out of the statistics and set to 0 after
+    normalisation, the background level of a normalised stamp.
+
+    Parameters
+    ----------
+    method : {"l2", "robust", "none"}
+        ``"l2"``: each channel divided by its L2 norm (NaN set to 0 first), as ZTF's
+        braai does. ``"robust"``: median subtracted, divided by 1.4826 x the median
+        absolute deviation (the noise level), then compressed with ``asinh(x / 10)``
+        so bright sources do not dominate. ``"none"``: raw pixels, as O'TRAIN did
+        (non-finite pixels still set to 0).
+    """
+
+    def __init__(self, method="l2", **kwargs):
+        super().__init__(**kwargs)
+        if method not in NORMALISATIONS:
+            raise ValueError(
+                f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {method!r}"
+            )
+        self.method = method
+
+    def call(self, inputs):
+        finite = ops.isfinite(inputs)
+        x = ops.where(finite, inputs, 0.0)
+        if self.method == "none":
+            return x
+        if self.method == "l2":
+            norm = ops.sqrt(ops.sum(ops.square(x), axis=(1, 2), keepdims=True))
+            return x / ops.maximum(norm, _EPSILON)
+        return self._robust(inputs, finite)
+
+    def _robust(self, inputs, finite):
+        shape = ops.shape(inputs)
+        # (batch, channels, pixels): statistics run along the last axis.
+        flat = ops.transpose(ops.reshape(inputs, (shape[0], -1, shape[3])), (0, 2, 1))
+        ok = ops.transpose(ops.reshape(finite, (shape[0], -1, shape[3])), (0, 2, 1))
+        n_ok = ops.sum(ops.cast(ok, "int32"), axis=-1, keepdims=True)
+        median = _masked_median(flat, ok, n_ok)
+        mad = _masked_median(ops.abs(flat - median), ok, n_ok)
+        scale = ops.maximum(1.4826 * mad, _EPSILON)
+        # Back to (batch, 1, 1, channels) to broadcast over the stamp.
+        median = ops.reshape(ops.transpose(median, (0, 2, 1)), (shape[0], 1, 1, shape[3]))
+        scale = ops.reshape(ops.transpose(scale, (0, 2, 1)), (shape[0], 1, 1, shape[3]))
+        z = ops.where(finite, (inputs - median) / scale, 0.0)
+        return ops.arcsinh(z / 10.0)
+
+    def get_config(self):
+        return {**super().get_config(), "method": self.method}
+
+
+def _masked_median(values, ok, n_ok):
+    """Median of ``values`` over ``ok`` entries along the last axis (0 if none)."""
+    big = ops.cast(3.0e38, values.dtype)
+    ordered = ops.sort(ops.where(ok, values, big), axis=-1)
+    low = ops.maximum((n_ok - 1) // 2, 0)
+    high = ops.maximum(n_ok // 2, 0)
+    median = 0.5 * (
+        ops.take_along_axis(ordered, low, axis=-1) + ops.take_along_axis(ordered, high, axis=-1)
+    )
+    return ops.where(n_ok > 0, median, 0.0)
+
+
+@keras.saving.register_keras_serializable(package="otrain")
+class RandomDihedral(layers.Layer):
+    """Random 90-degree rotations and flips of each stamp, during training only.
+
+    Each stamp gets one of the 8 symmetries of the square (of the rectangle's 4 when
+    stamps are not square), drawn independently: a real transient looks the same
+    after any of them, so the network learns that from every stamp. Done in the
+    graph, vectorised over the batch.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Seed of the draws.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        draws = keras.random.uniform((ops.shape(inputs)[0], 3), seed=self.seed_generator)
+        choose = draws < 0.5
+        x = ops.where(choose[:, 0, None, None, None], ops.flip(inputs, axis=1), inputs)
+        x = ops.where(choose[:, 1, None, None, None], ops.flip(x, axis=2), x)
+        if inputs.shape[1] is not None and inputs.shape[1] == inputs.shape[2]:
+            x = ops.where(choose[:, 2, None, None, None], ops.transpose(x, (0, 2, 1, 3)), x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+def otrain_network(inputs, *, dropout=0.3):
+    """O'TRAIN's network (Makhlouf et al. 2022), up to its last hidden layer.
+
+    Parameters
+    ----------
+    inputs : keras tensor of shape (batch, H, W, C)
+        Normalised stamps.
+    dropout : float, default 0.3
+        Dropout rate.
+
+    Returns
+    -------
+    keras tensor
+        Features, (batch, 256).
+    """
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.AveragePooling2D(2, padding="same")(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv3")(x)
+    x = layers.MaxPooling2D(2, padding="same")(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="conv4")(x)
+    x = layers.Conv2D(256, 3, padding="same", activation="relu", name="conv5")(x)
+    x = layers.MaxPooling2D(2, padding="same")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(512, activation="relu", name="dense1")(x)
+    x = layers.Dropout(dropout)(x)
+    return layers.Dense(256, activation="relu", name="dense2")(x)
+
+
+def vgg6_network(inputs, *, dropout=0.3):
+    """A small VGG-like network in the style of ZTF's braai (Duev et al. 2019).
+
+    Parameters
+    ----------
+    inputs : keras tensor of shape (batch, H, W, C)
+        Normalised stamps.
+    dropout : float, default 0.3
+        Dropout rate.
+
+    Returns
+    -------
+    keras tensor
+        Features, (batch, 256).
+    """
+    x = layers.Conv2D(16, 3, activation="relu", name="conv1")(inputs)
+    x = layers.Conv2D(16, 3, activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Conv2D(32, 3, activation="relu", name="conv3")(x)
+    x = layers.Conv2D(32, 3, activation="relu", name="conv4")(x)
+    x = layers.MaxPooling2D(4, padding="same")(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(256, activation="relu", name="dense1")(x)
+    return layers.Dropout(dropout)(x)
+
+
+#: Built-in networks by name.
+NETWORKS = {"otrain": otrain_network, "vgg6": vgg6_network}
+
+
+def _network_function(network):
+    if callable(network):
+        return network
+    if network not in NETWORKS:
+        raise ValueError(
+            f"network must be one of {', '.join(NETWORKS)} or a function "
+            f"build(inputs, *, dropout) -> features, got {network!r}"
+        )
+    return NETWORKS[network]
+
+
+def build_model(input_shape, *, network="otrain", normalisation="l2", augment=True, dropout=0.3):
+    """Build an uncompiled Keras model: normalisation, augmentation, network, softmax.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        (H, W, C) of the stamps; any size and channel count.
+    network : str or callable, default "otrain"
+        A name of :data:`NETWORKS` or a function ``build(inputs, *, dropout)``.
+    normalisation : {"l2", "robust", "none"}, default "l2"
+        See :class:`StampNormalisation`.
+    augment : bool, default True
+        Add the :class:`RandomDihedral` layer (active in training only).
+    dropout : float, default 0.3
+        Dropout rate of the network.
+
+    Returns
+    -------
+    keras.Model
+        Output: (batch, 2) softmax probabilities [bogus, real].
+    """
+    build = _network_function(network)
+    inputs = keras.Input(shape=tuple(int(s) for s in input_shape), name="stamps")
+    x = StampNormalisation(normalisation, name="normalisation")(inputs)
+    if augment:
+        x = RandomDihedral(name="augmentation")(x)
+    features = build(x, dropout=dropout)
+    outputs = layers.Dense(2, activation="softmax", name="probabilities")(features)
+    name = network if isinstance(network, str) else getattr(network, "__name__", "custom")
+    return keras.Model(inputs, outputs, name=f"otrain_{name}")
