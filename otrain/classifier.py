@@ -244,6 +244,7 @@ class CutoutClassifier(KerasClassifier):
                         monitor="val_loss", patience=self.patience, restore_best_weights=True
                     )
                 )
+        callbacks.append(keras.callbacks.TerminateOnNaN())
         saved, self._fit_callbacks = self._fit_callbacks, callbacks
         try:
             super()._fit_keras_model(
@@ -251,6 +252,12 @@ class CutoutClassifier(KerasClassifier):
             )
         finally:
             self._fit_callbacks = saved
+        if not np.all(np.isfinite(self.history_["loss"])):
+            raise ValueError(
+                f"training diverged (the loss became NaN at epoch {len(self.history_['loss'])}): "
+                f"normalise the stamps (normalisation='l2' or 'robust', not "
+                f"{self.normalisation!r}) or lower the learning rate ({self.learning_rate})"
+            )
 
     def _validation_split(self, X, y, sample_weight):
         labels = np.asarray(y).reshape(len(y), -1).argmax(axis=1) if np.ndim(y) > 1 and np.shape(y)[1] > 1 else np.ravel(y)

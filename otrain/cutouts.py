@@ -18,11 +18,13 @@ non-finite pixels are then set to 0, the background level after normalisation.
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .exceptions import CutoutError
@@ -193,28 +195,27 @@ def read_cutout(path, channels=DEFAULT_CHANNELS, cutout_size=-1):
 def _read(path, channels, cutout_size):
     path = str(path)
     try:
-        hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, whatever astropy does
     except FileNotFoundError as err:
         raise CutoutError(f"{path}: no such file; check the path", path) from err
-    except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
-        raise CutoutError(
-            f"{path}: not a readable FITS file ({_short(err)}); remove it or write it again",
-            path,
-        ) from err
-    with hdul:
+    except OSError as err:
+        raise CutoutError(f"{path}: cannot be opened ({err.strerror}); check it", path) from err
+    with handle, warnings.catch_warnings():
+        # astropy only warns about truncated files; here they are unreadable.
+        warnings.simplefilter("error", AstropyUserWarning)
         try:
-            images = _pick_images(hdul, channels, path)
-            headers = [hdul[0].header] + [hdu.header for hdu, _ in images]
-            planes = [np.asarray(data, dtype=np.float32) for _, data in images]
+            with fits.open(handle, memmap=False, lazy_load_hdus=False) as hdul:
+                images = _pick_images(hdul, channels, path)
+                headers = [hdul[0].header] + [hdu.header for hdu, _ in images]
+                planes = [np.asarray(data, dtype=np.float32) for _, data in images]
+                keywords = _parse_keywords(headers, path)
         except CutoutError:
             raise
-        except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
-            # Truncated data surfaces here, when the pixels are first touched.
+        except (OSError, ValueError, TypeError, IndexError, KeyError, AstropyUserWarning) as err:
             raise CutoutError(
                 f"{path}: not a readable FITS file ({_short(err)}); remove it or write it again",
                 path,
             ) from err
-        keywords = _parse_keywords(headers, path)
     shapes = {plane.shape for plane in planes}
     if len(shapes) != 1:
         raise CutoutError(

@@ -164,8 +164,9 @@ def _undersample(n_true, n_false, frac_true):
     """Largest (n_true_kept, n_false_kept) with n_true_kept / total = frac_true."""
     if frac_true is None:
         return n_true, n_false
-    keep_true = min(n_true, math.floor(n_false * frac_true / (1 - frac_true)))
-    keep_false = min(n_false, math.floor(n_true * (1 - frac_true) / frac_true))
+    # The small epsilon keeps 40 * 0.2 / 0.8 from flooring to 9.
+    keep_true = min(n_true, math.floor(n_false * frac_true / (1 - frac_true) + 1e-9))
+    keep_false = min(n_false, math.floor(n_true * (1 - frac_true) / frac_true + 1e-9))
     return keep_true, keep_false
 
 
