@@ -186,11 +186,16 @@ class CutoutClassifier(KerasClassifier):
     def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
         # scikeras' own check rejects NaN pixels, which are legal stamps here
         # (the normalisation layer handles them); stamps are checked here instead.
+        if reset and y is None and X is not None:
+            raise ValueError("CutoutClassifier requires y to be passed, but the target y is None")
+        if X is not None:
+            X = _as_stamps(X)
         if y is not None:
             _, y = super()._validate_data(X=None, y=y, reset=reset, y_numeric=y_numeric)
+            if reset:
+                _check_binary_target(y)
         if X is None:
             return X, y
-        X = _as_stamps(X)
         if y is not None and len(y) != len(X):
             raise ValueError(f"X has {len(X)} stamps but y has {len(y)} labels")
         if reset:
@@ -227,6 +232,8 @@ class CutoutClassifier(KerasClassifier):
         self : CutoutClassifier
         """
         self._prebuilt_model = None
+        if y is None:
+            raise ValueError("CutoutClassifier requires y to be passed, but the target y is None")
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64).copy()
         return super().fit(X, y, sample_weight=sample_weight, **kwargs)
@@ -318,7 +325,29 @@ class CutoutClassifier(KerasClassifier):
         return state
 
 
+def _check_binary_target(y):
+    from sklearn.utils.multiclass import type_of_target
+
+    kind = type_of_target(y)
+    if kind not in ("binary", "multiclass"):
+        raise ValueError(
+            f"Unknown label type: {kind}; y must hold two classes, 1 (real) and 0 (bogus)"
+        )
+    n_classes = len(np.unique(y))
+    if n_classes != 2:
+        raise ValueError(
+            f"y holds {n_classes} class{'es' if n_classes != 1 else ''}; a real/bogus "
+            "classifier is trained on two classes, 1 (real) and 0 (bogus)"
+        )
+
+
 def _as_stamps(X):
+    from scipy import sparse
+
+    if sparse.issparse(X):
+        raise TypeError(
+            "CutoutClassifier takes dense stamps (n, H, W, C); a sparse matrix was given"
+        )
     try:
         X = np.asarray(X, dtype=np.float32)
     except (TypeError, ValueError) as err:

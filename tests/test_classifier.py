@@ -109,6 +109,20 @@ def test_not_fitted_error():
         CutoutClassifier().predict_proba(np.zeros((1, 8, 8, 1)))
 
 
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        (np.zeros(8), "holds 1 class.*two classes"),
+        (np.array([0, 1, 2, 0, 1, 2, 0, 1]), "holds 3 classes"),
+        (np.linspace(0, 1, 8), "Unknown label type: continuous"),
+        (None, "requires y to be passed"),
+    ],
+)
+def test_bad_targets_are_clear_errors(y, message):
+    with pytest.raises(ValueError, match=message):
+        CutoutClassifier().fit(np.zeros((8, 8, 8, 1), np.float32), y)
+
+
 def test_paths_are_rejected_with_a_hint():
     with pytest.raises(ValueError, match="CutoutLoader"):
         CutoutClassifier().fit(np.array(["a.fits", "b.fits"]), [0, 1])
