@@ -6,46 +6,35 @@ The package reads like the pipeline it implements: cutout files
 (:mod:`otrain.model_files`) -> scores and diagnostics (:mod:`otrain.diagnostics`,
 :mod:`otrain.plots`).
 
-TensorFlow is imported only when a name that needs it (``CutoutClassifier``,
-``load_model``...) is first used, so commands that never train or score start fast.
+Names are imported when first used: TensorFlow loads only with ``CutoutClassifier``,
+``load_model`` or ``save_model``, so commands that never train or score start fast.
 """
 
 from ._version import __version__
-from .cutouts import DEFAULT_CHANNELS, CutoutLoader, load_cutouts, read_cutout
-from .datacube import Datacube, build_datacube, load_datacube
-from .exceptions import (
-    CutoutError,
-    DatacubeError,
-    ModelFileError,
-    NotFittedError,
-    OTrainError,
-    OutputError,
-)
 
-# Names served lazily: importing them pulls in TensorFlow.
+# Every public name is served lazily, so that `import otrain` (and each command's
+# `-h`) costs nothing until a name is used; TensorFlow loads only with the names
+# that need it (CutoutClassifier, load_model, save_model).
 _LAZY = {
+    "DEFAULT_CHANNELS": "otrain.cutouts",
+    "CutoutLoader": "otrain.cutouts",
+    "read_cutout": "otrain.cutouts",
+    "load_cutouts": "otrain.cutouts",
+    "Datacube": "otrain.datacube",
+    "build_datacube": "otrain.datacube",
+    "load_datacube": "otrain.datacube",
+    "OTrainError": "otrain.exceptions",
+    "CutoutError": "otrain.exceptions",
+    "DatacubeError": "otrain.exceptions",
+    "ModelFileError": "otrain.exceptions",
+    "NotFittedError": "otrain.exceptions",
+    "OutputError": "otrain.exceptions",
     "CutoutClassifier": "otrain.classifier",
     "load_model": "otrain.model_files",
     "save_model": "otrain.model_files",
 }
 
-__all__ = [
-    "__version__",
-    "DEFAULT_CHANNELS",
-    "CutoutLoader",
-    "read_cutout",
-    "load_cutouts",
-    "Datacube",
-    "build_datacube",
-    "load_datacube",
-    "OTrainError",
-    "CutoutError",
-    "DatacubeError",
-    "ModelFileError",
-    "NotFittedError",
-    "OutputError",
-    *_LAZY,
-]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name):

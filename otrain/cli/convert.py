@@ -1,0 +1,81 @@
+"""otrain-convert: build a datacube from true/ and false/ folders of cutouts."""
+
+import sys
+
+from ._common import comma_list, make_parser, run, say
+
+PROG = "otrain-convert"
+
+
+def build_parser():
+    parser = make_parser(
+        PROG,
+        "Build a datacube (.npz) from a folder holding true/ (real) and false/ (bogus) "
+        "cutout FITS files.",
+        epilog="example: otrain-convert --path datacube_test --cube cube "
+        "--cutouts candidates_training --frac_true 0.5 --cutout-size -1",
+    )
+    parser.add_argument("--path", required=True, help="folder where the datacube is written")
+    parser.add_argument("--cube", required=True, help="name of the datacube (.npz is appended)")
+    parser.add_argument(
+        "--cutouts", required=True, help="folder holding the true/ and false/ sub-folders"
+    )
+    parser.add_argument(
+        "--frac_true",
+        "--frac-true",
+        dest="frac_true",
+        type=float,
+        default=None,
+        help="fraction of true cutouts in the cube; the larger class is randomly "
+        "undersampled (default: keep every cutout)",
+    )
+    parser.add_argument(
+        "--cutout-size",
+        "--cutout_size",
+        dest="cutout_size",
+        type=int,
+        default=-1,
+        help="side of the centred square crop in pixels; -1 keeps the native size",
+    )
+    parser.add_argument(
+        "--channels",
+        type=comma_list,
+        default=("DIFF",),
+        help="EXTNAMEs of the images to stack, e.g. SCI,REF,DIFF (single-HDU files give "
+        "their one image)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the undersampling")
+    parser.add_argument(
+        "--n-jobs", type=int, default=-1, help="processes reading files (-1: all cores)"
+    )
+    return parser
+
+
+def _convert(args):
+    from pathlib import Path
+
+    from ..datacube import build_datacube
+
+    say(f"reading cutouts from {args.cutouts}/true and {args.cutouts}/false ...")
+    cube = build_datacube(
+        args.cutouts,
+        channels=args.channels,
+        cutout_size=args.cutout_size,
+        frac_true=args.frac_true,
+        random_state=args.seed,
+        n_jobs=args.n_jobs,
+    )
+    path = cube.save(Path(args.path) / args.cube)
+    say(cube.summary_text())
+    say(f"datacube written to {path}")
+    return 0
+
+
+def main(argv=None):
+    """Run otrain-convert; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return run(PROG, _convert, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
