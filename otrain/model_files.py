@@ -13,7 +13,9 @@ stored configuration and the weights are set layer by layer, by name. Such files
 carry no otrain record, so the caller states their channels and normalisation.
 """
 
+import contextlib
 import json
+import logging
 import zipfile
 from pathlib import Path
 
@@ -122,7 +124,7 @@ def save_model(estimator, path, *, channels=None, extra=None):
         record["params"]["network"] = getattr(params["network"], "__name__", "custom")
     classifier.channels_ = channels
     classifier.model_file_record_ = record
-    with atomic_output(path) as tmp:
+    with atomic_output(path) as tmp, _quiet_h5_notice():
         classifier.model_.save(tmp)
         if path.suffix == ".keras":
             with zipfile.ZipFile(tmp, "a") as archive:
@@ -133,6 +135,18 @@ def save_model(estimator, path, *, channels=None, extra=None):
             with h5py.File(tmp, "a") as handle:
                 handle.attrs["otrain"] = json.dumps(record)
     return path
+
+
+@contextlib.contextmanager
+def _quiet_h5_notice():
+    """Silence Keras' "HDF5 is legacy" log line: .h5 is O'TRAIN's format, chosen on purpose."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _jsonable(value):

@@ -124,7 +124,7 @@ def _train(args):
         keywords=valid.keywords,
         stamps=valid.cube if args.plots else None,
         channels=valid.channels,
-        plots_wanted=args.plots,
+        curves=args.plots,
     )
     if args.plots:
         for metric in ("loss", "accuracy"):

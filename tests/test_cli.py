@@ -1,0 +1,148 @@
+"""The O'TRAIN command-line workflow: the documented commands, exactly as written."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from otrain.cli import convert, diagnostics, infer, plot_results, train
+from otrain.datasets import make_demo_data
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A folder laid out as the documentation's examples expect, after convert + train."""
+    root = tmp_path_factory.mktemp("cli")
+    made = make_demo_data(root / "demo", n_train=80, n_candidates=40, size=24, random_state=0)
+    (root / "candidates_training").symlink_to(made["training"])
+    (root / "candidates").symlink_to(made["candidates"])
+    (root / "crossmatch.dat").symlink_to(made["crossmatch"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(workspace):
+    import os
+
+    here = os.getcwd()
+    os.chdir(workspace)
+    try:
+        assert convert.main(
+            "--path datacube_test --cube cube --cutouts candidates_training "
+            "--frac_true 0.5 --cutout-size -1".split()
+        ) == 0
+        assert train.main(
+            "--cube datacube_test/cube.npz --model-path model --model-name test --epochs 30 "
+            "--verbose 0".split()
+        ) == 0
+    finally:
+        os.chdir(here)
+    return workspace
+
+
+def test_convert_writes_the_cube(trained):
+    with np.load(trained / "datacube_test" / "cube.npz") as npz:
+        assert npz["cube"].shape[1:] == (24, 24, 1)
+        n_true, n_false = int(npz["labels"].sum()), int((npz["labels"] == 0).sum())
+    assert n_true == n_false  # --frac_true 0.5
+
+
+def test_convert_accepts_both_spellings_and_channels(workspace, tmp_path, capsys):
+    assert convert.main(
+        ["--path", str(tmp_path), "--cube", "c", "--cutouts", str(workspace / "candidates_training"),
+         "--frac-true", "0.25", "--cutout-size", "16"]
+    ) == 0
+    with np.load(tmp_path / "c.npz") as npz:
+        assert npz["cube"].shape[1:] == (16, 16, 1)
+        assert npz["labels"].mean() == pytest.approx(0.25, abs=0.03)
+    out = capsys.readouterr().out
+    assert "datacube written to" in out and "true" in out
+
+
+def test_train_writes_model_and_report(trained):
+    folder = trained / "model" / "CNN_training"
+    assert (folder / "test.h5").is_file()
+    report = folder / "test"
+    for name in ("loss_vs_epochs.png", "accuracy_vs_epochs.png", "roc.png", "roc_by_mag.png",
+                 "roc_by_magerr.png", "precision_recall.png", "f1_mcc_vs_threshold.png",
+                 "probability_distribution.png", "diagnostics.txt", "scores.ecsv"):
+        assert (report / name).is_file(), name
+    assert (report / "validation_set" / "datacube" / "cube_validation.npz").is_file()
+    assert len(list(report.glob("*classified_*.png"))) >= 2
+    text = (report / "diagnostics.txt").read_text()
+    assert "MCC" in text and "confusion matrix" in text
+
+
+def test_existing_model_is_not_replaced_without_overwrite(trained, capsys):
+    model = trained / "model" / "CNN_training" / "test.h5"
+    before = model.read_bytes()
+    code = train.main(
+        ["--cube", str(trained / "datacube_test" / "cube.npz"), "--model-path",
+         str(trained / "model"), "--model-name", "test"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "a model of this name exists" in err and "--overwrite" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert model.read_bytes() == before
+
+
+def test_infer_writes_otrain_columns_and_ecsv(trained, monkeypatch):
+    monkeypatch.chdir(trained)
+    assert infer.main("--cutouts candidates --model model/CNN_training/test.h5".split()) == 0
+    table = Table.read(trained / "candidates" / "infer_results.dat", format="ascii.commented_header")
+    assert table.colnames == ["filename", "RA", "Dec", "originalFile", "Xpos", "Ypos", "mag",
+                              "magerr", "FWHM", "FWHMPSF", "cand_ID", "label0", "label1"]
+    n_edge = sum(1 for _ in (trained / "candidates").glob("*.fits")) - len(table)
+    assert 0 <= n_edge < 5
+    np.testing.assert_allclose(table["label0"] + table["label1"], 1, rtol=1e-5)
+    ecsv = Table.read(trained / "candidates" / "infer_results.ecsv")
+    assert ecsv.meta["model"] == "test.h5" and ecsv.meta["otrain_version"]
+    assert ecsv["mag"].unit == "mag"
+
+
+def test_diagnostics_and_plot_results(trained, monkeypatch):
+    monkeypatch.chdir(trained)
+    cube = "model/CNN_training/test/validation_set/datacube/cube_validation.npz"
+    assert diagnostics.main(
+        ["--path-cube-validation", cube, "--model-path", "model/CNN_training/test.h5"]
+    ) == 0
+    assert (trained / "cnn_results" / "diagnostics.txt").is_file()
+    assert plot_results.main(
+        ["--path-cube-validation", cube, "--model-path", "model/CNN_training/test.h5",
+         "--path-plots", "plots"]
+    ) == 0
+    assert len(list((trained / "plots").glob("*.png"))) >= 7
+
+
+@pytest.mark.parametrize(
+    "command, argv, message",
+    [
+        (convert, ["--path", "x", "--cube", "c", "--cutouts", "nowhere"], "nowhere/true: no such folder"),
+        (train, ["--cube", "nope.npz", "--model-path", "m", "--model-name", "n"], "no such datacube"),
+        (infer, ["--cutouts", ".", "--model", "none.h5"], "holds no cutout"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(command, argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert command.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_installed_entry_point_runs(trained, tmp_path):
+    result = subprocess.run(
+        [sys.executable.replace("python", "otrain-convert").rsplit("/", 1)[0] + "/otrain-convert",
+         "--path", str(tmp_path), "--cube", "cube", "--cutouts",
+         str(trained / "candidates_training")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cube.npz").is_file()
+    version = subprocess.run(
+        [sys.executable.rsplit("/", 1)[0] + "/otrain-train", "--version"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert version.returncode == 0 and "otrain" in version.stdout
