@@ -10,10 +10,11 @@ A cutout (stamp) is a small image around one candidate. Two layouts are read:
 NaN policy
 ----------
 Non-finite pixels (NaN, +/-inf) are legal: real stamps have them at CCD edges and on
-masked pixels. Reading keeps them as they are (a datacube is a faithful copy of the
+masked pixels, and some pipelines write a huge sentinel instead (ZTF: the float32
+maximum, 3.4e38). Reading keeps them as they are (a datacube is a faithful copy of the
 files). The classifier handles them in one place, its normalisation layer, for
-training and scoring alike: statistics are computed over the finite pixels only, and
-non-finite pixels are then set to 0, the background level after normalisation.
+training and scoring alike: NaN, inf and values beyond +/-1e30 are left out of the
+statistics and set to 0, the background level after normalisation.
 """
 
 import math

@@ -40,14 +40,18 @@ NORMALISATIONS = ("l2", "robust", "none")
 
 # Tiny scale floor: a blank (all-zero or all-NaN) stamp stays all zeros, never NaN.
 _EPSILON = 1e-12
+# Pixels beyond this are masking sentinels, not flux: ZTF writes the float32 maximum
+# (3.4e38) on masked pixels, which overflows any statistic computed with it.
+MASK_LIMIT = 1e30
 
 
 @keras.saving.register_keras_serializable(package="otrain")
 class StampNormalisation(layers.Layer):
     """Per-stamp, per-channel normalisation with otrain's NaN policy.
 
-    Non-finite pixels (NaN, inf) are left out of the statistics and set to 0 after
-    normalisation, the background level of a normalised stamp.
+    Unusable pixels (NaN, inf, and masking sentinels beyond +/-1e30 such as the
+    float32 maximum ZTF writes on masked pixels) are left out of the statistics and
+    set to 0 after normalisation, the background level of a normalised stamp.
 
     Parameters
     ----------
@@ -68,7 +72,7 @@ class StampNormalisation(layers.Layer):
         self.method = method
 
     def call(self, inputs):
-        finite = ops.isfinite(inputs)
+        finite = ops.logical_and(ops.isfinite(inputs), ops.abs(inputs) < MASK_LIMIT)
         x = ops.where(finite, inputs, 0.0)
         if self.method == "none":
             return x
