@@ -539,14 +539,26 @@ def check_inference(
             "distrib_FWHM_simulation.png",
             (no_sim if not is_sim.any() else None) or fwhm_reason(is_sim, "simulated sources"),
             lambda path: plots.plot_fwhm_ratio(
-                fwhm[is_sim], fwhmpsf[is_sim], p_sim, path, problim, fwhm_ratio
+                fwhm[is_sim],
+                fwhmpsf[is_sim],
+                p_sim,
+                path,
+                problim,
+                fwhm_ratio,
+                title="Simulated sources: FWHM relative to the PSF, by P(real)",
             ),
         ),
         (
             "distrib_FWHM_not_simulated.png",
             fwhm_reason(~is_sim, "other candidates"),
             lambda path: plots.plot_fwhm_ratio(
-                fwhm[~is_sim], fwhmpsf[~is_sim], p[~is_sim], path, problim, fwhm_ratio
+                fwhm[~is_sim],
+                fwhmpsf[~is_sim],
+                p[~is_sim],
+                path,
+                problim,
+                fwhm_ratio,
+                title="Other candidates: FWHM relative to the PSF, by P(real)",
             ),
         ),
     ]

@@ -13,13 +13,29 @@ __all__ = ["make_parser", "run", "say", "EXIT_ERROR", "comma_list"]
 EXIT_ERROR = 2
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Show defaults where there is one worth showing; keep the epilog's line breaks."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            action.default is not None
+            and action.default is not argparse.SUPPRESS
+            and not isinstance(action.default, bool)
+            and not action.required
+            and "%(default)" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
 def make_parser(prog, description, epilog=None):
     """An ``ArgumentParser`` with otrain's ``--version`` and help layout."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
         epilog=epilog,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s (otrain) {__version__}")
     return parser
