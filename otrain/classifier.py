@@ -314,7 +314,9 @@ class CutoutClassifier(KerasClassifier):
         ndarray of shape (n, 2)
             Columns [P(bogus), P(real)], finite, summing to 1.
         """
-        return super().predict_proba(X, **kwargs)
+        proba = super().predict_proba(X, **kwargs)
+        # scikeras squeezes the result of a single stamp to shape (2,).
+        return np.reshape(proba, (-1, 2))
 
     # -- pickling ---------------------------------------------------------------------
 

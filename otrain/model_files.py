@@ -16,6 +16,7 @@ carry no otrain record, so the caller states their channels and normalisation.
 import contextlib
 import json
 import logging
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -298,7 +299,11 @@ def _custom_objects():
 
 def _load_keras(path, keras):
     try:
-        return keras.saving.load_model(path, compile=False, custom_objects=_custom_objects())
+        with warnings.catch_warnings():
+            # Keras 3 warns about Keras 2 configs (input_shape arguments) it then may or
+            # may not load; a failure is handled below, the warning says nothing useful.
+            warnings.simplefilter("ignore", UserWarning)
+            return keras.saving.load_model(path, compile=False, custom_objects=_custom_objects())
     except Exception as err:  # noqa: BLE001 - Keras raises many types on foreign files
         raise ModelFileError(
             f"{path}: Keras cannot load this model ({str(err).splitlines()[0][:200]})"

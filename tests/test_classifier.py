@@ -49,6 +49,11 @@ def test_predict_proba_columns_are_bogus_real(fitted, stamps):
     np.testing.assert_array_equal(fitted.predict(X), (proba[:, 1] > 0.5).astype(int))
 
 
+def test_one_stamp_gives_one_row(fitted, stamps):
+    X, _ = stamps
+    assert fitted.predict_proba(X[:1]).shape == (1, 2)
+
+
 def test_same_seed_same_probabilities(stamps):
     X, y = stamps
     a = CutoutClassifier(**FAST).fit(X, y).predict_proba(X)
