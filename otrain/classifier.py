@@ -23,18 +23,20 @@ class CutoutClassifier(KerasClassifier):
     calibration like any scikit-learn classifier, and is reproducible on a CPU with
     ``random_state``.
 
-    The default recipe is the one that learns on small real sets: per-stamp L2
+    The default recipe is the one that learns on small real sets: robust per-stamp
     normalisation, random rotations and flips, balanced class weights, batches of
-    64 and early stopping on a stratified validation fraction.
+    64 and early stopping on a stratified validation fraction (measured in
+    ``benchmarks/recipe.py``).
 
     Parameters
     ----------
     network : str or callable, default "otrain"
         ``"otrain"`` (O'TRAIN's network), ``"vgg6"`` (braai-like), or a function
         ``build(inputs, *, dropout) -> features`` (see :mod:`otrain.networks`).
-    normalisation : {"l2", "robust", "none"}, default "l2"
+    normalisation : {"robust", "l2", "none"}, default "robust"
         Per-stamp normalisation, stored in the model (see
-        :class:`otrain.networks.StampNormalisation`). ``"none"`` is O'TRAIN's.
+        :class:`otrain.networks.StampNormalisation`): ``"robust"`` (median and MAD,
+        then asinh), ``"l2"`` (ZTF's braai), ``"none"`` (O'TRAIN's raw pixels).
     augment : bool, default True
         Random 90-degree rotations and flips during training.
     dropout : float, default 0.3
@@ -88,7 +90,7 @@ class CutoutClassifier(KerasClassifier):
         model=None,
         *,
         network="otrain",
-        normalisation="l2",
+        normalisation="robust",
         augment=True,
         dropout=0.3,
         learning_rate=1e-3,

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: Per-stamp normalisations, applied to each channel of each stamp.
-NORMALISATIONS = ("l2", "robust", "none")
+NORMALISATIONS = ("robust", "l2", "none")
 
 # Tiny scale floor: a blank (all-zero or all-NaN) stamp stays all zeros, never NaN.
 _EPSILON = 1e-12
@@ -55,7 +55,7 @@ class StampNormalisation(layers.Layer):
 
     Parameters
     ----------
-    method : {"l2", "robust", "none"}
+    method : {"robust", "l2", "none"}, default "robust"
         ``"l2"``: each channel divided by its L2 norm (NaN set to 0 first), as ZTF's
         braai does. ``"robust"``: median subtracted, divided by 1.4826 x the median
         absolute deviation (the noise level), then compressed with ``asinh(x / 10)``
@@ -63,7 +63,7 @@ class StampNormalisation(layers.Layer):
         (non-finite pixels still set to 0).
     """
 
-    def __init__(self, method="l2", **kwargs):
+    def __init__(self, method="robust", **kwargs):
         super().__init__(**kwargs)
         if method not in NORMALISATIONS:
             raise ValueError(
@@ -224,7 +224,9 @@ def _network_function(network):
     return NETWORKS[network]
 
 
-def build_model(input_shape, *, network="otrain", normalisation="l2", augment=True, dropout=0.3):
+def build_model(
+    input_shape, *, network="otrain", normalisation="robust", augment=True, dropout=0.3
+):
     """Build an uncompiled Keras model: normalisation, augmentation, network, softmax.
 
     Parameters
@@ -233,7 +235,7 @@ def build_model(input_shape, *, network="otrain", normalisation="l2", augment=Tr
         (H, W, C) of the stamps; any size and channel count.
     network : str or callable, default "otrain"
         A name of :data:`NETWORKS` or a function ``build(inputs, *, dropout)``.
-    normalisation : {"l2", "robust", "none"}, default "l2"
+    normalisation : {"robust", "l2", "none"}, default "robust"
         See :class:`StampNormalisation`.
     augment : bool, default True
         Add the :class:`RandomDihedral` layer (active in training only).

@@ -160,7 +160,7 @@ def test_builtin_networks_any_size_and_channels(network):
 
 def test_bad_settings_are_reported_at_fit(stamps):
     X, y = stamps
-    with pytest.raises(ValueError, match="normalisation must be one of l2, robust, none"):
+    with pytest.raises(ValueError, match="normalisation must be one of robust, l2, none"):
         CutoutClassifier(normalisation="zscale").fit(X, y)
     with pytest.raises(ValueError, match="network must be one of otrain, vgg6"):
         CutoutClassifier(network="resnet").fit(X, y)
@@ -175,5 +175,6 @@ def test_grid_search_over_a_pipeline_fed_with_paths(training_folder):
     )
     search.fit(np.array(paths), y)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
-    assert search.best_score_ > 0.7
+    assert search.best_score_ > 0.5
+    assert search.best_params_["cutoutclassifier__learning_rate"] in (1e-3, 3e-3)
     assert search.predict_proba(np.array(paths[:3])).shape == (3, 2)

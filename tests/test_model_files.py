@@ -29,7 +29,7 @@ def test_round_trip_keeps_probabilities_and_metadata(fitted, stamps, tmp_path, s
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
     record = loaded.model_file_record_
     assert record["channels"] == ["DIFF"] and record["input_shape"] == [32, 32, 1]
-    assert record["classes"] == [0, 1] and record["normalisation"] == "l2"
+    assert record["classes"] == [0, 1] and record["normalisation"] == "robust"
     assert record["threshold"] == 0.4 and record["otrain_version"]
     assert loaded.channels_ == ("DIFF",)
     assert [p.name for p in tmp_path.iterdir()] == [f"m{suffix}"]
@@ -98,8 +98,8 @@ def test_missing_model_file(tmp_path):
 
 def test_stored_settings_cannot_be_contradicted(fitted, tmp_path):
     path = save_model(fitted, tmp_path / "m.keras")
-    with pytest.raises(ModelFileError, match="trained with normalisation l2, not robust"):
-        load_model(path, normalisation="robust")
+    with pytest.raises(ModelFileError, match="trained with normalisation robust, not l2"):
+        load_model(path, normalisation="l2")
     assert load_model(path, channels="DIFF").channels_ == ("DIFF",)
 
 

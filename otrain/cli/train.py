@@ -43,9 +43,10 @@ def build_parser():
     )
     new.add_argument(
         "--normalisation",
-        default="l2",
-        choices=("l2", "robust", "none"),
-        help="per-stamp normalisation (none = O'TRAIN's raw pixels)",
+        default="robust",
+        choices=("robust", "l2", "none"),
+        help="per-stamp normalisation: robust (median/MAD, asinh), l2 (braai), "
+        "none (O'TRAIN's raw pixels)",
     )
     new.add_argument(
         "--no-augment", dest="augment", action="store_false", help="no random rotations and flips"
