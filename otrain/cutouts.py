@@ -122,7 +122,7 @@ def _centre_crop(image, cutout_size, path):
         return image
     height, width = image.shape[:2]
     if cutout_size > min(height, width):
-        raise CutoutError(
+        raise _size_error(
             f"{path}: the cutout is {height}x{width} pixels, smaller than the "
             f"cutout size {cutout_size} asked for; use a cutout size of at most "
             f"{min(height, width)} or -1 to keep the native size",
@@ -310,9 +310,9 @@ def _read_chunk(paths, channels, cutout_size, shape, on_error):
         try:
             image, keywords = _read(path, channels, cutout_size)
             if image.shape != shape:
-                raise CutoutError(_size_message(path, image.shape, shape, cutout_size), path)
+                raise _size_error(_size_message(path, image.shape, shape, cutout_size), path)
         except CutoutError as err:
-            if on_error == "raise":
+            if on_error == "raise" or (on_error == "skip_unreadable" and err.size_mismatch):
                 raise
             skipped.append((str(path), str(err)))
             continue
@@ -320,6 +320,12 @@ def _read_chunk(paths, channels, cutout_size, shape, on_error):
         ok[i] = True
         rows.append(keywords)
     return out, ok, rows, skipped
+
+
+def _size_error(message, path):
+    err = CutoutError(message, path)
+    err.size_mismatch = True
+    return err
 
 
 def _size_message(path, got, expected, cutout_size):
@@ -354,9 +360,11 @@ def load_cutouts(
     n_jobs : int or None, default None
         Worker processes for reading (joblib convention: None = 1, -1 = all cores).
         Parallel reading pays off from a few thousand files.
-    on_error : {"raise", "skip"}, default "raise"
+    on_error : {"raise", "skip", "skip_unreadable"}, default "raise"
         What to do with a file that cannot be read or has another size: raise a
-        :class:`CutoutError`, or leave it out and report it in ``skipped``.
+        :class:`CutoutError`, or leave it out and report it in ``skipped``;
+        ``"skip_unreadable"`` skips unreadable files but raises on a size mismatch
+        (a training set of mixed sizes needs a cutout size, not silent losses).
     shape : tuple of int, optional
         The (H, W, C) every cutout must have (e.g. a model's input); by default the
         shape of the first readable file.
@@ -370,8 +378,10 @@ def load_cutouts(
     skipped : list of (str, str)
         ``(path, reason)`` for each file left out (only with ``on_error="skip"``).
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if on_error not in ("raise", "skip", "skip_unreadable"):
+        raise ValueError(
+            f"on_error must be 'raise', 'skip' or 'skip_unreadable', got {on_error!r}"
+        )
     channels = _check_channels(channels)
     _check_cutout_size(cutout_size)
     paths = [os.fspath(p) for p in paths]
@@ -385,7 +395,7 @@ def load_cutouts(
                 shape = first.shape
                 break
             except CutoutError as err:
-                if on_error == "raise":
+                if on_error == "raise" or (on_error == "skip_unreadable" and err.size_mismatch):
                     raise
                 skipped.append((paths[start], str(err)))
                 start += 1

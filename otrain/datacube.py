@@ -178,7 +178,7 @@ def build_datacube(
     frac_true=None,
     random_state=0,
     n_jobs=None,
-    on_error="skip",
+    on_error="skip_unreadable",
 ):
     """Build a datacube from a folder holding ``true/`` and ``false/`` sub-folders.
 
@@ -198,9 +198,11 @@ def build_datacube(
         Seed of the undersampling.
     n_jobs : int or None, default None
         Worker processes for reading (None = 1, -1 = all cores).
-    on_error : {"skip", "raise"}, default "skip"
+    on_error : {"skip_unreadable", "raise"}, default "skip_unreadable"
         Unreadable files are left out and listed in ``summary["skipped"]`` (a few
-        corrupt files among thousands should not stop a conversion), or raise.
+        corrupt files among thousands should not stop a conversion); cutouts of
+        another size always raise (set ``cutout_size``). ``"raise"`` stops at the
+        first unreadable file.
 
     Returns
     -------

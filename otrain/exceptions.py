@@ -30,11 +30,14 @@ class CutoutError(OTrainError, ValueError):
     ----------
     path : str or None
         The file at fault, where there is one.
+    size_mismatch : bool
+        True when the file is readable but its stamp has the wrong size.
     """
 
     def __init__(self, message, path=None):
         super().__init__(message)
         self.path = None if path is None else str(path)
+        self.size_mismatch = False
 
 
 class DatacubeError(OTrainError, ValueError):

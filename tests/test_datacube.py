@@ -140,3 +140,15 @@ def test_foreign_or_corrupt_npz(tmp_path, writer, message):
 def test_missing_cube_file(tmp_path):
     with pytest.raises(DatacubeError, match="no such datacube.*otrain-convert"):
         load_datacube(tmp_path / "nope.npz")
+
+
+def test_mixed_sizes_stop_the_conversion_with_a_hint(tmp_path):
+    for label in ("true", "false"):
+        (tmp_path / label).mkdir()
+        write_stamp(tmp_path / label / "a.fits", np.ones((16, 16)))
+    write_stamp(tmp_path / "false" / "b.fits", np.ones((20, 20)))
+    from otrain import CutoutError
+
+    with pytest.raises(CutoutError, match="b.fits.*20x20.*16x16.*cutout size"):
+        build_datacube(tmp_path)
+    assert build_datacube(tmp_path, cutout_size=16).cube.shape == (3, 16, 16, 1)
