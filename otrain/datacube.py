@@ -297,7 +297,8 @@ def load_datacube(path):
     if not path.is_file():
         raise DatacubeError(f"{path}: no such datacube; build one with otrain-convert")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        # Our own handle: np.load leaves its file open when the archive is corrupt.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as npz:
             if "cube" not in npz.files or "labels" not in npz.files:
                 raise DatacubeError(
                     f"{path}: not a datacube (it has no 'cube' and 'labels' arrays); "

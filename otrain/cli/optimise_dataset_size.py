@@ -92,7 +92,7 @@ def build_parser():
     parser.add_argument(
         "--normalisation",
         default="robust",
-        help="Per-stamp normalisation: l2, robust or none (O'TRAIN's).",
+        help="Per-stamp normalisation: robust, l2 or none (O'TRAIN's).",
     )
     parser.add_argument(
         "--batch-size", dest="batch_size", type=_positive_int, default=64, help="Batch size."
