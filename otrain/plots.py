@@ -1159,9 +1159,9 @@ def plot_learning_curve(
         ax.axvline(chosen_size, color=_MARK, linestyle="--", label=f"chosen size {chosen_size:g}")
     ax.set_xlabel("training-set size (candidates)")
     ax.set_ylabel(metric)
-    ax.set_title(f"Learning curve ({train.shape[1]}-fold cross-validation)")
+    ax.set_title(f"{metric} vs training-set size ({train.shape[1]}-fold cross-validation)")
     ax.grid(alpha=0.3)
-    _add_legend(ax, loc="lower right")
+    _add_legend(ax, loc="best")
     return _save(fig, path)
 
 
