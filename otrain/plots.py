@@ -588,8 +588,9 @@ def plot_reliability(y_true, p_real, path, n_bins=10):
         low, high = _wilson_interval(f, count)
         mean_p.append(float(p[mask].mean()))
         frac.append(f)
-        err_low.append(f - low)
-        err_high.append(high - f)
+        # max(0, ...): at f = 0 or 1 rounding can put the bound a hair past f.
+        err_low.append(max(0.0, f - low))
+        err_high.append(max(0.0, high - f))
     brier = float(np.mean((p - y) ** 2))
     fig = _figure(6.0, 6.6)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))

@@ -329,3 +329,11 @@ def test_learning_curve_ignores_failed_folds(tmp_path, captured):
     assert "chosen size 400" in legend_texts(captured[0])
     with pytest.raises(ValueError, match=r"shape \(n_sizes, n_folds\) with n_sizes = 4"):
         plots.plot_learning_curve(sizes, train[:2], valid, tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("n", [6, 10, 57, 100])
+def test_reliability_with_pure_bins(tmp_path, n):
+    # Bins holding only real (or only bogus) candidates: the error bar is one-sided.
+    y = np.array([0] * n + [1] * n)
+    p = np.concatenate([np.full(n, 0.03), np.full(n, 0.97)])
+    assert plots.plot_reliability(y, p, tmp_path / "r.png").is_file()
