@@ -7,7 +7,7 @@ import time
 
 from .._version import __version__
 
-__all__ = ["make_parser", "run", "say", "EXIT_ERROR", "comma_list"]
+__all__ = ["make_parser", "run", "say", "EXIT_ERROR", "comma_list", "load_tensorflow"]
 
 #: Exit code of a command stopped by bad input or settings.
 EXIT_ERROR = 2
@@ -49,23 +49,67 @@ def comma_list(text):
     return items
 
 
+# TensorFlow's C++ start-up lines that no user can act on (printed before its logging is
+# configured, so TF_CPP_MIN_LOG_LEVEL does not reach them).
+_STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "cudart_stub.cc",
+    "cpu_feature_guard.cc",
+    "To enable the following instructions",
+    "rebuild TensorFlow with the appropriate compiler flags",
+    "Unable to register cu",
+    "computation placer already registered",
+    "TF-TRT Warning",
+    "oneDNN custom operations are on",
+)
+
+
+def load_tensorflow():
+    """Import TensorFlow with its start-up chatter filtered out of stderr.
+
+    The C++ runtime writes to file descriptor 2 directly, so the descriptor is pointed
+    at a temporary file during the import; any line that is not known noise (an
+    import error, say) is written back to stderr.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines():
+                if line.strip() and not any(n in line for n in _STARTUP_NOISE):
+                    print(line, file=sys.stderr)
+
+
 def say(message):
     """Print a progress or summary line to stdout, at once."""
     print(message, flush=True)
 
 
-def run(prog, body, args):
+def run(prog, body, args, *, needs_tensorflow=False):
     """Run ``body(args)``; turn known errors into one line on stderr and exit code 2.
 
     Errors of otrain's own family, and the ``ValueError``/``OSError`` that settings or
     files cause, are the user's to fix: they get one line. Anything else is a bug and
-    keeps its traceback.
+    keeps its traceback. Commands that train or score pass ``needs_tensorflow`` so
+    that TensorFlow starts without its C++ start-up chatter.
     """
     from ..exceptions import OTrainError
 
     # Quiet TensorFlow's C++ start-up chatter in commands; users can override.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     start = time.perf_counter()
+    if needs_tensorflow:
+        load_tensorflow()
     try:
         code = body(args)
     except (OTrainError, ValueError, OSError) as err:

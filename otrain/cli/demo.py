@@ -126,7 +126,7 @@ def _demo(args):
 def main(argv=None):
     """Run otrain-demo; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return run(PROG, _demo, args)
+    return run(PROG, _demo, args, needs_tensorflow=True)
 
 
 if __name__ == "__main__":

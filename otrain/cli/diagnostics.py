@@ -95,7 +95,7 @@ def _diagnostics(args):
 def main(argv=None):
     """Run otrain-diagnostics; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return run(PROG, _diagnostics, args)
+    return run(PROG, _diagnostics, args, needs_tensorflow=True)
 
 
 if __name__ == "__main__":

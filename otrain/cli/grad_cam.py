@@ -235,7 +235,7 @@ def _column(table, name):
 def main(argv=None):
     """Run ``otrain-grad-cam``; return the exit code (0, or 2 on bad input)."""
     args = build_parser().parse_args(argv)
-    return run(PROG, _body, args)
+    return run(PROG, _body, args, needs_tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def _infer(args):
 def main(argv=None):
     """Run otrain-infer; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return run(PROG, _infer, args)
+    return run(PROG, _infer, args, needs_tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -197,4 +197,4 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.outdir is None and args.model_path is None:
         parser.error("say where the results go: give --outdir DIR or --model-path PATH")
-    return run(PROG, _body, args)
+    return run(PROG, _body, args, needs_tensorflow=True)

@@ -36,7 +36,7 @@ def main(argv=None):
         "reliability diagram of a model on a validation datacube.",
         plots_only=True,
     )
-    return run(PROG, _plot, parser.parse_args(argv))
+    return run(PROG, _plot, parser.parse_args(argv), needs_tensorflow=True)
 
 
 if __name__ == "__main__":

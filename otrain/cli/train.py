@@ -142,7 +142,7 @@ def _train(args):
 def main(argv=None):
     """Run otrain-train; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return run(PROG, _train, args)
+    return run(PROG, _train, args, needs_tensorflow=True)
 
 
 if __name__ == "__main__":
