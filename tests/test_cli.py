@@ -146,3 +146,33 @@ def test_installed_entry_point_runs(trained, tmp_path):
         capture_output=True, text=True, timeout=60,
     )
     assert version.returncode == 0 and "otrain" in version.stdout
+
+
+def test_demo_runs_every_step_and_says_where_results_are(tmp_path, capsys):
+    from otrain.cli import demo
+
+    out = tmp_path / "demo"
+    argv = ["--outdir", str(out), "--n-train", "100", "--n-candidates", "40", "--stamp-size", "24",
+            "--epochs", "2", "--n-sections", "2"]
+    assert demo.main(argv) == 0
+    text = capsys.readouterr().out
+    for command in ("otrain-convert", "otrain-train", "otrain-infer", "otrain-checkinfer",
+                    "otrain-optimise-dataset-size"):
+        assert f"$ {command} " in text
+    assert "where the results are" in text
+    assert (out / "model" / "CNN_training" / "demo.h5").is_file()
+    assert (out / "data" / "candidates" / "infer_results.dat").is_file()
+    assert len(list((out / "otrain_plots" / "CheckInfer").glob("*.png"))) >= 3
+    assert list((out / "dataset_size").glob("*.csv"))
+
+
+def test_convert_and_checkinfer_never_import_tensorflow(trained, tmp_path):
+    code = (
+        "import sys\n"
+        "from otrain.cli import convert\n"
+        f"assert convert.main(['--path', {str(tmp_path)!r}, '--cube', 'c', '--cutouts', "
+        f"{str(trained / 'candidates_training')!r}]) == 0\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

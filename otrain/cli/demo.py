@@ -22,6 +22,7 @@ def build_parser():
     parser.add_argument(
         "--triplets", action="store_true", help="SCI/REF/DIFF triplets instead of difference images"
     )
+    parser.add_argument("--stamp-size", type=int, default=64, help="side of the synthetic stamps")
     parser.add_argument("--epochs", type=int, default=30, help="maximum training epochs")
     parser.add_argument(
         "--network",
@@ -62,6 +63,7 @@ def _demo(args):
         out / "data",
         n_train=args.n_train,
         n_candidates=args.n_candidates,
+        size=args.stamp_size,
         triplets=args.triplets,
         random_state=args.seed,
     )
@@ -108,6 +110,7 @@ def _demo(args):
             optimise_dataset_size.main,
             ["--cube", str(cube), "--model-path", str(out / "model"), "--model-name", "demo",
              "--epochs", str(min(args.epochs, 15)), "--n_sections", str(args.n_sections),
+             "--folds", "2",
              "--outdir", str(out / "dataset_size"), "--network", args.network, *seed],
         )
     say("")
