@@ -154,6 +154,11 @@ def test_same_seed_same_subsets_other_seed_others():
 
 def test_parallel_workers_get_limited_tensorflow_threads(monkeypatch):
     from joblib import cpu_count
+    from joblib.externals.loky import get_reusable_executor
+
+    # Workers inherit the limit when they start: a command starts a fresh pool, but
+    # earlier tests in this process may have left one running.
+    get_reusable_executor().shutdown(wait=True)
 
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
     monkeypatch.delenv("TF_NUM_INTEROP_THREADS", raising=False)
