@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 
+from . import plots
 from ._atomic import ensure_folder
 from .diagnostics import _check_threshold
 from .exceptions import CutoutError, NotFittedError
@@ -593,13 +594,7 @@ def plot_grad_cam(
     pathlib.Path or None
         The file written, or None (and no file) when there is no stamp.
     """
-    images = np.asarray(stamps, dtype=np.float64)
-    if images.ndim == 3:
-        images = images[..., np.newaxis]
-    if images.ndim != 4:
-        raise ValueError(
-            f"stamps must have shape (n, H, W, C) or (n, H, W), got shape {images.shape}"
-        )
+    images = plots.check_gallery_inputs(stamps, titles, channel_names, name="stamps")
     heat = np.asarray(heatmaps, dtype=np.float64)
     n, height, width, n_channels = images.shape
     if heat.shape != (n, height, width):
@@ -609,13 +604,6 @@ def plot_grad_cam(
         )
     if n == 0:
         return None
-    if titles is not None and len(titles) != n:
-        raise ValueError(f"titles must have one entry per stamp ({n}), got {len(titles)}")
-    if channel_names is not None and len(channel_names) != n_channels:
-        raise ValueError(
-            f"channel_names must have one entry per channel ({n_channels}), "
-            f"got {len(channel_names)}"
-        )
     per_stamp = n_channels + 1
     if ncols is None:
         ncols = max(1, min(n, 12 // per_stamp))

@@ -666,6 +666,41 @@ def gallery_titles(p_real, mags=None, ids=None):
     return titles
 
 
+def check_gallery_inputs(images, titles=None, channel_names=None, name="images"):
+    """Check stamps drawn in a gallery and their labels; return them as (n, H, W, C).
+
+    Parameters
+    ----------
+    images : array-like of shape (n, H, W, C) or (n, H, W)
+    titles : sequence of str, optional
+        One per stamp.
+    channel_names : sequence of str, optional
+        One per channel.
+    name : str, default "images"
+        The argument's name, for error messages.
+
+    Returns
+    -------
+    ndarray of shape (n, H, W, C), float64
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    if images.ndim != 4:
+        raise ValueError(
+            f"{name} must have shape (n, H, W, C) or (n, H, W), got shape {images.shape}"
+        )
+    n, n_channels = images.shape[0], images.shape[3]
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles must have one entry per cutout ({n}), got {len(titles)}")
+    if channel_names is not None and len(channel_names) != n_channels:
+        raise ValueError(
+            f"channel_names must have one entry per channel ({n_channels}), "
+            f"got {len(channel_names)}"
+        )
+    return images
+
+
 def plot_gallery(images, path, *, titles=None, channel_names=None, ncols=None, title=None):
     """Draw a grid of cutouts, each channel side by side.
 
@@ -699,23 +734,10 @@ def plot_gallery(images, path, *, titles=None, channel_names=None, ncols=None, t
     Every cutout gets its own panels, so keep galleries to about a hundred cutouts;
     draw a random selection of larger sets.
     """
-    images = np.asarray(images, dtype=np.float64)
-    if images.ndim == 3:
-        images = images[..., np.newaxis]
-    if images.ndim != 4:
-        raise ValueError(
-            f"images must have shape (n, H, W, C) or (n, H, W), got shape {images.shape}"
-        )
+    images = check_gallery_inputs(images, titles, channel_names)
     n, _, _, n_channels = images.shape
     if n == 0:
         return None
-    if titles is not None and len(titles) != n:
-        raise ValueError(f"titles must have one entry per cutout ({n}), got {len(titles)}")
-    if channel_names is not None and len(channel_names) != n_channels:
-        raise ValueError(
-            f"channel_names must have one entry per channel ({n_channels}), "
-            f"got {len(channel_names)}"
-        )
     if ncols is None:
         ncols = max(1, min(n, 10 // n_channels))
     elif int(ncols) != ncols or ncols < 1:
