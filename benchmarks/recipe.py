@@ -75,7 +75,10 @@ def main(argv=None):
 
     root = Path(__file__).resolve().parents[2] / "shared" / "data" / "ztf-sample"
     X, y = ztf_data(root) if args.data == "ztf" else synthetic_data(args.n, 0)
-    print(f"data: {args.data}, {len(y)} stamps {X.shape[1:]}, {y.sum()} real, {len(y) - y.sum()} bogus")
+    print(
+        f"data: {args.data}, {len(y)} stamps {X.shape[1:]}, "
+        f"{y.sum()} real, {len(y) - y.sum()} bogus"
+    )
     print(f"{args.folds}-fold stratified CV, network {args.network}, {os.cpu_count()} cores\n")
     print(f"{'recipe':58s} {'AUC':>12s} {'MCC':>12s} {'called real':>11s} {'fit s':>7s}")
     folds = StratifiedKFold(args.folds, shuffle=True, random_state=0)
@@ -97,7 +100,8 @@ def main(argv=None):
             mccs.append(matthews_corrcoef(y[test], p >= 0.5))
             real.append(np.mean(p >= 0.5))
         print(
-            f"{name:58s} {np.mean(aucs):6.3f}±{np.std(aucs):.3f} {np.mean(mccs):6.3f}±{np.std(mccs):.3f}"
+            f"{name:58s} {np.mean(aucs):6.3f}±{np.std(aucs):.3f}"
+            f" {np.mean(mccs):6.3f}±{np.std(mccs):.3f}"
             f" {np.mean(real):11.2f} {np.mean(times):7.1f}",
             flush=True,
         )

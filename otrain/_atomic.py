@@ -40,7 +40,9 @@ def atomic_output(path):
     """
     path = Path(path)
     ensure_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp)
     # mkstemp makes owner-only files; outputs get the usual permissions instead.

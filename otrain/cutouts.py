@@ -379,9 +379,7 @@ def load_cutouts(
         ``(path, reason)`` for each file left out (only with ``on_error="skip"``).
     """
     if on_error not in ("raise", "skip", "skip_unreadable"):
-        raise ValueError(
-            f"on_error must be 'raise', 'skip' or 'skip_unreadable', got {on_error!r}"
-        )
+        raise ValueError(f"on_error must be 'raise', 'skip' or 'skip_unreadable', got {on_error!r}")
     channels = _check_channels(channels)
     _check_cutout_size(cutout_size)
     paths = [os.fspath(p) for p in paths]
@@ -412,8 +410,7 @@ def load_cutouts(
         size = math.ceil(len(todo) / (n_workers * 4))
         chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
         parts = Parallel(n_jobs=n_workers)(
-            delayed(_read_chunk)(chunk, channels, cutout_size, shape, on_error)
-            for chunk in chunks
+            delayed(_read_chunk)(chunk, channels, cutout_size, shape, on_error) for chunk in chunks
         )
     n_ok = sum(int(part[1].sum()) for part in parts)
     cube = np.empty((n_ok, *shape), dtype=np.float32)

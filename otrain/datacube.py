@@ -128,7 +128,9 @@ class Datacube:
                 f"{s['undersampled_true'] + s['undersampled_false']} by frac_true"
             )
             for path, reason in s["skipped"][:10]:
-                lines.append(f"  skipped {reason}" if path in reason else f"  skipped {path}: {reason}")
+                lines.append(
+                    f"  skipped {reason}" if path in reason else f"  skipped {path}: {reason}"
+                )
             if len(s["skipped"]) > 10:
                 lines.append(f"  ... and {len(s['skipped']) - 10} more skipped files")
         return "\n".join(lines)
@@ -154,9 +156,7 @@ def find_cutouts(folder):
     if not folder.is_dir():
         raise DatacubeError(f"{folder}: no such folder; check the path")
     return sorted(
-        str(p)
-        for p in folder.iterdir()
-        if p.is_file() and p.name.lower().endswith(CUTOUT_SUFFIXES)
+        str(p) for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(CUTOUT_SUFFIXES)
     )
 
 
@@ -309,7 +309,7 @@ def load_datacube(path):
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise DatacubeError(
-            f"{path}: not a readable datacube ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+            f"{path}: not a readable datacube ({_first_line(err)}); "
             "build it again with otrain-convert"
         ) from err
     cube = arrays["cube"]
@@ -319,7 +319,8 @@ def load_datacube(path):
     if cube.ndim != 4 or labels.ndim != 1 or len(labels) != len(cube):
         raise DatacubeError(
             f"{path}: 'cube' of shape {cube.shape} and 'labels' of shape {labels.shape} "
-            "do not describe n stamps (n, H, W, C) with n labels; build it again with otrain-convert"
+            "do not describe n stamps (n, H, W, C) with n labels; "
+            "build it again with otrain-convert"
         )
     try:
         labels = labels.astype(np.int64)
@@ -332,7 +333,14 @@ def load_datacube(path):
     channels = tuple(arrays["channels"].tolist()) if "channels" in arrays else DEFAULT_CHANNELS
     if len(channels) != cube.shape[-1]:
         channels = tuple(f"C{i}" for i in range(cube.shape[-1]))
-    return Datacube(cube.astype(np.float32, copy=False), labels, _keywords(arrays, len(labels)), channels)
+    return Datacube(
+        cube.astype(np.float32, copy=False), labels, _keywords(arrays, len(labels)), channels
+    )
+
+
+def _first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _keywords(arrays, n):
@@ -345,7 +353,9 @@ def _keywords(arrays, n):
         if values is not None and len(values) != n:
             values = None
         if column in ("candid", "filter", "file", "path"):
-            table[column] = np.array([] if n == 0 else ([""] * n if values is None else values), dtype=str)
+            table[column] = np.array(
+                [] if n == 0 else ([""] * n if values is None else values), dtype=str
+            )
         elif column == "edge":
             table[column] = np.zeros(n, bool) if values is None else values.astype(bool)
         else:

@@ -110,7 +110,9 @@ def write_report(
     if curves:
         _write_curves(y_true, p_real, outdir, threshold, keywords, files, skipped)
     if stamps is not None:
-        _write_galleries(y_true, p_real, wrong, stamps, outdir, keywords, channels, n_gallery, files, skipped)
+        _write_galleries(
+            y_true, p_real, wrong, stamps, outdir, keywords, channels, n_gallery, files, skipped
+        )
     if copy_misclassified:
         files.extend(_copy_misclassified(outdir, y_true, wrong, keywords))
     return {"diagnostics": diag, "text": text, "files": files, "skipped": skipped}
@@ -150,7 +152,9 @@ def _write_curves(y_true, p_real, outdir, threshold, keywords, files, skipped):
     files.append(plots.plot_reliability(y_true, p_real, outdir / "reliability.png"))
 
 
-def _write_galleries(y_true, p_real, wrong, stamps, outdir, keywords, channels, n_gallery, files, skipped):
+def _write_galleries(
+    y_true, p_real, wrong, stamps, outdir, keywords, channels, n_gallery, files, skipped
+):
     mags = _column(keywords, "mag", len(y_true))
     ids = _column(keywords, "candid", len(y_true), numeric=False)
     for name, (title, label, right) in _GALLERIES.items():
@@ -161,6 +165,7 @@ def _write_galleries(y_true, p_real, wrong, stamps, outdir, keywords, channels, 
         if len(chosen) == 0:
             skipped.append((name, f"no {title}"))
             continue
+        n_group = int(np.sum((y_true == label) & (wrong != right)))
         titles = plots.gallery_titles(
             p_real[chosen], mags[chosen], ids[chosen] if ids is not None else None
         )
@@ -169,7 +174,7 @@ def _write_galleries(y_true, p_real, wrong, stamps, outdir, keywords, channels, 
             outdir / name,
             titles=titles,
             channel_names=channels,
-            title=f"{title.capitalize()} ({len(chosen)} of {int(np.sum((y_true == label) & (wrong != right)))})",
+            title=f"{title.capitalize()} ({len(chosen)} of {n_group})",
         )
         if written is not None:
             files.append(written)

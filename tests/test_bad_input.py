@@ -4,7 +4,8 @@ Decided behaviour, one row per case (see docs/formats.md):
 
 | input | convert | infer / loader |
 | --- | --- | --- |
-| truncated FITS, non-FITS named .fits | skipped, named, counted | infer: skipped, named, counted; CutoutLoader: CutoutError |
+| truncated FITS, non-FITS named .fits | skipped, named, counted | infer: skipped, named,
+|   counted; CutoutLoader: CutoutError |
 | empty or missing true/ or false/ | error, exit 2 | - |
 | mixed sizes without --cutout-size | error naming the file, exit 2 | - |
 | size differs from the model's input | - | larger: centre-cropped; smaller: skipped, named |
@@ -93,7 +94,10 @@ def _training_set(root, n=4, **sizes):
     [
         (lambda r: (r / "true").mkdir() or (r / "false").mkdir(), "true: holds no cutout"),
         (lambda r: None, "true: no such folder"),
-        (lambda r: _training_set(r, false=SIZE + 2), "is 26x26 pixels but the other cutouts are 24x24"),
+        (
+            lambda r: _training_set(r, false=SIZE + 2),
+            "is 26x26 pixels but the other cutouts are 24x24",
+        ),
     ],
 )
 def test_convert_errors(tmp_path, setup, message, capsys):
@@ -156,7 +160,9 @@ def test_unwritable_output_folders(model_file, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")
     root = _training_set(tmp_path / "set")
-    assert convert.main(["--path", str(blocker / "sub"), "--cube", "c", "--cutouts", str(root)]) == 2
+    assert (
+        convert.main(["--path", str(blocker / "sub"), "--cube", "c", "--cutouts", str(root)]) == 2
+    )
     assert "cannot create the output folder" in capsys.readouterr().err
     folder = _candidates(tmp_path / "cands")
     argv = ["--cutouts", str(folder), "--model", str(model_file), "--outdir", str(blocker / "x")]

@@ -15,9 +15,20 @@ from otrain import CutoutError, CutoutLoader, load_cutouts, read_cutout
 def test_single_hdu_reads_primary_image_and_keywords(tmp_path):
     data = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
     path = write_stamp(
-        tmp_path / "a.fits", data, CANDID="c1", MAG=19.5, MAGERR=0.1, FILTER="g",
-        FWHM=3.1, FWHMPSF=2.9, EDGE="False", RA=10.5, DEC=-5.25, FILE="img.fits",
-        XPOS=100.5, YPOS=200.0,
+        tmp_path / "a.fits",
+        data,
+        CANDID="c1",
+        MAG=19.5,
+        MAGERR=0.1,
+        FILTER="g",
+        FWHM=3.1,
+        FWHMPSF=2.9,
+        EDGE="False",
+        RA=10.5,
+        DEC=-5.25,
+        FILE="img.fits",
+        XPOS=100.5,
+        YPOS=200.0,
     )
     image, kw = read_cutout(path)
     assert image.shape == (64, 64, 1) and image.dtype == np.float32
@@ -136,7 +147,10 @@ def test_loader_is_stateless_transformer_with_keyword_table(ztf_folder):
     assert table["edge"].dtype == bool
     # Column vector of paths, as a pipeline step may pass it.
     assert make_pipeline(CutoutLoader()).fit_transform(np.array(paths)[:, None]).shape == (
-        12, 63, 63, 1,
+        12,
+        63,
+        63,
+        1,
     )
 
 

@@ -15,8 +15,17 @@ def test_build_save_load_round_trip(training_folder, tmp_path):
     path = cube.save(tmp_path / "cube")
     assert path.name == "cube.npz"
     with np.load(path) as npz:
-        for key in ("cube", "labels", "mags", "errmags", "filters", "fwhms", "candids",
-                    "paths", "channels"):
+        for key in (
+            "cube",
+            "labels",
+            "mags",
+            "errmags",
+            "filters",
+            "fwhms",
+            "candids",
+            "paths",
+            "channels",
+        ):
             assert key in npz.files
         assert npz["candids"][0] == "true0"
     again = load_datacube(path)
@@ -27,7 +36,9 @@ def test_build_save_load_round_trip(training_folder, tmp_path):
     np.testing.assert_allclose(again.keywords["mag"], cube.keywords["mag"])
 
 
-def test_no_temporary_file_left_and_old_cube_kept_on_failure(training_folder, tmp_path, monkeypatch):
+def test_no_temporary_file_left_and_old_cube_kept_on_failure(
+    training_folder, tmp_path, monkeypatch
+):
     cube = build_datacube(training_folder)
     path = cube.save(tmp_path / "cube.npz")
     before = path.read_bytes()
@@ -42,7 +53,9 @@ def test_no_temporary_file_left_and_old_cube_kept_on_failure(training_folder, tm
     assert [p.name for p in tmp_path.iterdir()] == ["cube.npz"]
 
 
-@pytest.mark.parametrize("frac_true, expected", [(0.5, (20, 20)), (0.25, (13, 40)), (0.8, (40, 10))])
+@pytest.mark.parametrize(
+    "frac_true, expected", [(0.5, (20, 20)), (0.25, (13, 40)), (0.8, (40, 10))]
+)
 def test_frac_true_undersamples_the_larger_class(tmp_path, frac_true, expected):
     for label, n in (("true", 40), ("false", 20)):
         (tmp_path / label).mkdir()
@@ -60,7 +73,9 @@ def test_selection_follows_rows_after_in_place_compaction(tmp_path):
     for label in ("true", "false"):
         (tmp_path / label).mkdir()
         for i in range(30):
-            write_stamp(tmp_path / label / f"{i:02d}.fits", np.full((4, 4), i), CANDID=f"{label}{i}")
+            write_stamp(
+                tmp_path / label / f"{i:02d}.fits", np.full((4, 4), i), CANDID=f"{label}{i}"
+            )
     cube = build_datacube(tmp_path, frac_true=0.75, random_state=0)
     for row, candid in zip(cube.cube, cube.keywords["candid"], strict=True):
         assert row[0, 0, 0] == int(candid.lstrip("truefals"))
@@ -70,7 +85,9 @@ def test_edge_cutouts_left_out_and_counted(tmp_path):
     for label in ("true", "false"):
         (tmp_path / label).mkdir()
         for i in range(5):
-            write_stamp(tmp_path / label / f"{i}.fits", np.ones((8, 8)), EDGE="True" if i == 0 else "False")
+            write_stamp(
+                tmp_path / label / f"{i}.fits", np.ones((8, 8)), EDGE="True" if i == 0 else "False"
+            )
     cube = build_datacube(tmp_path)
     assert len(cube) == 8
     assert cube.summary["edge_true"] == 1 and cube.summary["edge_false"] == 1

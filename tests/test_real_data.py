@@ -35,27 +35,65 @@ def ztf_set(ztf_folder, tmp_path_factory):
 def test_convert_train_infer_checkinfer_on_real_alerts(ztf_set, tmp_path, channels, capfd):
     root, rows = ztf_set
     n_edge = sum(r["edge"] == "True" for r in rows)
-    assert convert.main(
-        ["--path", str(tmp_path), "--cube", "ztf", "--cutouts", str(root / "training"),
-         "--channels", channels]
-    ) == 0
+    assert (
+        convert.main(
+            [
+                "--path",
+                str(tmp_path),
+                "--cube",
+                "ztf",
+                "--cutouts",
+                str(root / "training"),
+                "--channels",
+                channels,
+            ]
+        )
+        == 0
+    )
     with np.load(tmp_path / "ztf.npz") as npz:
         assert npz["cube"].shape == (len(rows) - n_edge, 63, 63, len(channels.split(",")))
-    assert train.main(
-        ["--cube", str(tmp_path / "ztf.npz"), "--model-path", str(tmp_path / "model"),
-         "--model-name", "ztf", "--epochs", "1", "--network", "vgg6", "--verbose", "0"]
-    ) == 0
+    assert (
+        train.main(
+            [
+                "--cube",
+                str(tmp_path / "ztf.npz"),
+                "--model-path",
+                str(tmp_path / "model"),
+                "--model-name",
+                "ztf",
+                "--epochs",
+                "1",
+                "--network",
+                "vgg6",
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
     outdir = tmp_path / "scores"
-    assert infer.main(
-        ["--cutouts", str(root / "candidates"), "--model",
-         str(tmp_path / "model" / "CNN_training" / "ztf.h5"), "--outdir", str(outdir)]
-    ) == 0
+    assert (
+        infer.main(
+            [
+                "--cutouts",
+                str(root / "candidates"),
+                "--model",
+                str(tmp_path / "model" / "CNN_training" / "ztf.h5"),
+                "--outdir",
+                str(outdir),
+            ]
+        )
+        == 0
+    )
     table = Table.read(outdir / "infer_results.ecsv")
     assert len(table) == len(rows) - n_edge
     assert np.isfinite(table["label1"]).all()
-    assert checkinfer.main(
-        ["--plots", str(tmp_path / "plots"), "--crossmatch", str(root), "--infer", str(outdir)]
-    ) == 0
+    assert (
+        checkinfer.main(
+            ["--plots", str(tmp_path / "plots"), "--crossmatch", str(root), "--infer", str(outdir)]
+        )
+        == 0
+    )
     assert list((tmp_path / "plots" / "CheckInfer").glob("*.png"))
     err = capfd.readouterr().err
     # No warning a user cannot act on: stderr stays empty on a successful run.
@@ -66,10 +104,23 @@ def test_braai_through_otrain_infer_matches_the_python_api(ztf_set, braai_path, 
     from otrain import load_cutouts, load_model
 
     root, rows = ztf_set
-    assert infer.main(
-        ["--cutouts", str(root / "candidates"), "--model", str(braai_path),
-         "--channels", "SCI,REF,DIFF", "--normalisation", "l2", "--outdir", str(tmp_path)]
-    ) == 0
+    assert (
+        infer.main(
+            [
+                "--cutouts",
+                str(root / "candidates"),
+                "--model",
+                str(braai_path),
+                "--channels",
+                "SCI,REF,DIFF",
+                "--normalisation",
+                "l2",
+                "--outdir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     table = Table.read(tmp_path / "infer_results.ecsv")
     model = load_model(braai_path, channels=("SCI", "REF", "DIFF"), normalisation="l2")
     X, keywords, _ = load_cutouts(list(table["filename"]), channels=("SCI", "REF", "DIFF"))

@@ -12,18 +12,58 @@ def test_same_seed_same_cube_model_and_scores(tmp_path):
     results = []
     for run in ("a", "b"):
         out = tmp_path / run
-        assert convert.main(
-            ["--path", str(out), "--cube", "cube", "--cutouts", str(made["training"]),
-             "--frac_true", "0.4", "--seed", "7"]
-        ) == 0
-        assert train.main(
-            ["--cube", str(out / "cube.npz"), "--model-path", str(out), "--model-name", "m",
-             "--epochs", "2", "--network", "vgg6", "--seed", "7", "--verbose", "0", "--no-plots"]
-        ) == 0
-        assert infer.main(
-            ["--cutouts", str(made["candidates"]), "--model", str(out / "CNN_training" / "m.h5"),
-             "--outdir", str(out)]
-        ) == 0
+        assert (
+            convert.main(
+                [
+                    "--path",
+                    str(out),
+                    "--cube",
+                    "cube",
+                    "--cutouts",
+                    str(made["training"]),
+                    "--frac_true",
+                    "0.4",
+                    "--seed",
+                    "7",
+                ]
+            )
+            == 0
+        )
+        assert (
+            train.main(
+                [
+                    "--cube",
+                    str(out / "cube.npz"),
+                    "--model-path",
+                    str(out),
+                    "--model-name",
+                    "m",
+                    "--epochs",
+                    "2",
+                    "--network",
+                    "vgg6",
+                    "--seed",
+                    "7",
+                    "--verbose",
+                    "0",
+                    "--no-plots",
+                ]
+            )
+            == 0
+        )
+        assert (
+            infer.main(
+                [
+                    "--cutouts",
+                    str(made["candidates"]),
+                    "--model",
+                    str(out / "CNN_training" / "m.h5"),
+                    "--outdir",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         with np.load(out / "cube.npz") as npz:
             paths = npz["paths"].tolist()
         results.append((paths, Table.read(out / "infer_results.ecsv")["label1"]))

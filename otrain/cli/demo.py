@@ -16,9 +16,13 @@ def build_parser():
         "otrain-optimise-dataset-size on them in OUTDIR, printing each command as it runs.",
         epilog="example: otrain-demo --outdir otrain-demo",
     )
-    parser.add_argument("--outdir", default="otrain-demo", help="folder for everything the demo makes")
+    parser.add_argument(
+        "--outdir", default="otrain-demo", help="folder for everything the demo makes"
+    )
     parser.add_argument("--n-train", type=int, default=600, help="synthetic training cutouts")
-    parser.add_argument("--n-candidates", type=int, default=300, help="synthetic candidates to score")
+    parser.add_argument(
+        "--n-candidates", type=int, default=300, help="synthetic candidates to score"
+    )
     parser.add_argument(
         "--triplets", action="store_true", help="SCI/REF/DIFF triplets instead of difference images"
     )
@@ -31,7 +35,10 @@ def build_parser():
         help="network; vgg6 keeps the demo to minutes on a laptop CPU",
     )
     parser.add_argument(
-        "--n-sections", type=int, default=5, help="training-set sizes tried by optimise-dataset-size"
+        "--n-sections",
+        type=int,
+        default=5,
+        help="training-set sizes tried by optimise-dataset-size",
     )
     parser.add_argument(
         "--skip-dataset-size", action="store_true", help="skip the slowest step, the learning curve"
@@ -80,15 +87,39 @@ def _demo(args):
         "1. datacube from true/ and false/",
         "otrain-convert",
         convert.main,
-        ["--path", str(out / "datacube"), "--cube", "cube", "--cutouts", str(made["training"]),
-         "--frac_true", "0.5", "--cutout-size", "-1", *channels, *seed],
+        [
+            "--path",
+            str(out / "datacube"),
+            "--cube",
+            "cube",
+            "--cutouts",
+            str(made["training"]),
+            "--frac_true",
+            "0.5",
+            "--cutout-size",
+            "-1",
+            *channels,
+            *seed,
+        ],
     )
     _step(
         "2. training, with diagnostics on a held-out validation set",
         "otrain-train",
         train.main,
-        ["--cube", str(cube), "--model-path", str(out / "model"), "--model-name", "demo",
-         "--epochs", str(args.epochs), "--network", args.network, "--overwrite", *seed],
+        [
+            "--cube",
+            str(cube),
+            "--model-path",
+            str(out / "model"),
+            "--model-name",
+            "demo",
+            "--epochs",
+            str(args.epochs),
+            "--network",
+            args.network,
+            "--overwrite",
+            *seed,
+        ],
     )
     _step(
         "3. scoring the candidates",
@@ -100,18 +131,39 @@ def _demo(args):
         "4. checking the scores of the simulated sources",
         "otrain-checkinfer",
         checkinfer.main,
-        ["--plots", str(out / "otrain_plots"), "--crossmatch", str(made["crossmatch"].parent),
-         "--infer", str(made["candidates"])],
+        [
+            "--plots",
+            str(out / "otrain_plots"),
+            "--crossmatch",
+            str(made["crossmatch"].parent),
+            "--infer",
+            str(made["candidates"]),
+        ],
     )
     if not args.skip_dataset_size:
         _step(
             "5. how many training cutouts are needed? (learning curve)",
             "otrain-optimise-dataset-size",
             optimise_dataset_size.main,
-            ["--cube", str(cube), "--model-path", str(out / "model"), "--model-name", "demo",
-             "--epochs", str(min(args.epochs, 15)), "--n_sections", str(args.n_sections),
-             "--folds", "2",
-             "--outdir", str(out / "dataset_size"), "--network", args.network, *seed],
+            [
+                "--cube",
+                str(cube),
+                "--model-path",
+                str(out / "model"),
+                "--model-name",
+                "demo",
+                "--epochs",
+                str(min(args.epochs, 15)),
+                "--n_sections",
+                str(args.n_sections),
+                "--folds",
+                "2",
+                "--outdir",
+                str(out / "dataset_size"),
+                "--network",
+                args.network,
+                *seed,
+            ],
         )
     say("")
     say("== where the results are")

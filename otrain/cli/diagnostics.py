@@ -15,8 +15,7 @@ def build_parser(prog=PROG, description=None, plots_only=False):
         "misclassified candidates (galleries, list, and copies of their FITS files).",
         epilog=f"example: {prog} --path-cube-validation "
         "model/CNN_training/test/validation_set/datacube/cube_validation.npz "
-        "--model-path model/CNN_training/test.h5"
-        + (" --path-plots plots" if plots_only else ""),
+        "--model-path model/CNN_training/test.h5" + (" --path-plots plots" if plots_only else ""),
     )
     parser.add_argument(
         "--path-cube-validation", required=True, help="the validation datacube (.npz)"
@@ -55,7 +54,9 @@ def score_cube(args):
     from ..model_files import load_model
 
     cube = load_datacube(args.path_cube_validation)
-    classifier = load_model(args.model_path, channels=args.channels, normalisation=args.normalisation)
+    classifier = load_model(
+        args.model_path, channels=args.channels, normalisation=args.normalisation
+    )
     if tuple(cube.channels) != tuple(classifier.channels_) and not cube.channels[0].startswith("C"):
         raise DatacubeError(
             f"{args.path_cube_validation}: holds channels {','.join(cube.channels)} but the "
