@@ -314,6 +314,9 @@ def load_datacube(path):
         ) from err
     cube = arrays["cube"]
     labels = arrays["labels"]
+    if labels.ndim == 2 and labels.shape[1] == 2 and len(labels) == len(cube):
+        # O'TRAIN's validation cubes stored one-hot labels [P(false), P(true)].
+        labels = labels.argmax(axis=1)
     if cube.ndim == 3:
         cube = cube[..., np.newaxis]
     if cube.ndim != 4 or labels.ndim != 1 or len(labels) != len(cube):

@@ -154,6 +154,12 @@ def test_foreign_or_corrupt_npz(tmp_path, writer, message):
         load_datacube(path)
 
 
+def test_loads_otrain_validation_cubes_with_one_hot_labels(tmp_path):
+    path = tmp_path / "cube_validation.npz"
+    np.savez(path, cube=np.zeros((3, 8, 8, 1), np.float32), labels=[[0, 1], [1, 0], [0, 1]])
+    assert load_datacube(path).labels.tolist() == [1, 0, 1]
+
+
 def test_missing_cube_file(tmp_path):
     with pytest.raises(DatacubeError, match="no such datacube.*otrain-convert"):
         load_datacube(tmp_path / "nope.npz")

@@ -40,7 +40,7 @@ def build_parser():
     parser.add_argument(
         "--channels",
         type=comma_list,
-        default=("DIFF",),
+        default="DIFF",
         help="EXTNAMEs of the images to stack, e.g. SCI,REF,DIFF (single-HDU files give "
         "their one image)",
     )

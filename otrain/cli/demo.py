@@ -37,7 +37,7 @@ def build_parser():
     parser.add_argument(
         "--n-sections",
         type=int,
-        default=5,
+        default=4,
         help="training-set sizes tried by optimise-dataset-size",
     )
     parser.add_argument(
@@ -153,7 +153,7 @@ def _demo(args):
                 "--model-name",
                 "demo",
                 "--epochs",
-                str(min(args.epochs, 15)),
+                str(min(args.epochs, 10)),
                 "--n_sections",
                 str(args.n_sections),
                 "--folds",
