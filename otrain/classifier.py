@@ -75,6 +75,12 @@ class CutoutClassifier(KerasClassifier):
     channels_ : tuple of str or None
         Channel names of the stamps, when known (set by
         :func:`otrain.model_files.load_model` and ``save_model``).
+    calibration_ : otrain.calibration.Calibration or None
+        Calibration map of P(real) applied by ``predict_proba``; set by
+        :meth:`calibrate` or loaded from a model file.
+    threshold_ : float or None
+        Decision threshold used by ``predict`` (called real when P(real) >=
+        ``threshold_``; 0.5 when None); loaded from a model file.
 
     Examples
     --------
@@ -269,7 +275,10 @@ class CutoutClassifier(KerasClassifier):
             )
 
     def _validation_split(self, X, y, sample_weight):
-        labels = np.asarray(y).reshape(len(y), -1).argmax(axis=1) if np.ndim(y) > 1 and np.shape(y)[1] > 1 else np.ravel(y)
+        if np.ndim(y) > 1 and np.shape(y)[1] > 1:
+            labels = np.asarray(y).reshape(len(y), -1).argmax(axis=1)
+        else:
+            labels = np.ravel(y)
         counts = np.bincount(labels.astype(int))
         n_valid = int(round(self.validation_fraction * len(labels)))
         # Too few stamps for a stratified hold-out: train on all, for `epochs` epochs.
@@ -304,6 +313,9 @@ class CutoutClassifier(KerasClassifier):
     def predict_proba(self, X, **kwargs):
         """Probabilities of bogus and real.
 
+        If the classifier is calibrated (``calibration_``, see :meth:`calibrate`), the
+        calibrated probabilities are returned.
+
         Parameters
         ----------
         X : array-like of shape (n, H, W, C)
@@ -318,7 +330,110 @@ class CutoutClassifier(KerasClassifier):
         """
         proba = super().predict_proba(X, **kwargs)
         # scikeras squeezes the result of a single stamp to shape (2,).
-        return np.reshape(proba, (-1, 2))
+        return self._calibrated(np.reshape(proba, (-1, 2)))
+
+    def _calibrated(self, proba):
+        calibration = getattr(self, "calibration_", None)
+        if calibration is None:
+            return proba
+        p_real = calibration.apply(proba[:, 1])
+        return np.column_stack([1.0 - p_real, p_real])
+
+    def predict(self, X, **kwargs):
+        """Labels: 1 (real) where P(real) >= the threshold, else 0 (bogus).
+
+        The threshold is ``threshold_`` when set (a loaded model file that stores
+        one, see :func:`otrain.thresholds.choose_threshold`), else 0.5; P(real) is
+        calibrated when the classifier is (``calibration_``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, H, W, C)
+        **kwargs
+            Passed to ``keras.Model.predict``.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+        """
+        threshold = getattr(self, "threshold_", None)
+        if threshold is None and getattr(self, "calibration_", None) is None:
+            return super().predict(X, **kwargs)
+        p_real = self.predict_proba(X, **kwargs)[:, 1]
+        threshold = 0.5 if threshold is None else threshold
+        return self.classes_[(p_real >= threshold).astype(int)]
+
+    def calibrate(self, X, y, *, method="sigmoid"):
+        """Calibrate P(real) on held-out stamps (see :func:`otrain.calibration.calibrate`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, H, W, C)
+            Stamps the network was not trained on.
+        y : array-like of shape (n,)
+            1 real, 0 bogus.
+        method : {"sigmoid", "isotonic"}, default "sigmoid"
+
+        Returns
+        -------
+        self : CutoutClassifier
+            With ``calibration_`` set; ``predict_proba`` applies it.
+        """
+        from .calibration import calibrate
+
+        return calibrate(self, X, y, method=method)
+
+    def predict_proba_mc(self, X, n_samples=30, *, random_state=None, batch_size=None):
+        """Monte-Carlo dropout: mean and spread of the probabilities over dropout draws.
+
+        The network is run ``n_samples`` times with its dropout layers active (each
+        run drops a different random set of units) and everything else as in
+        ``predict_proba``: the normalisation is the same, the random rotations and
+        flips of training stay off, and the calibration (if any) is applied to each
+        draw. The spread of P(real) over the draws is a measure of the network's
+        uncertainty on each candidate (Gal & Ghahramani 2016).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, H, W, C)
+            Stamps of the model's size and channels.
+        n_samples : int, default 30
+            Forward passes with dropout.
+        random_state : int, optional
+            Seed of the dropout draws: the same seed gives the same result on a CPU.
+        batch_size : int, optional
+            Prediction batch size (default 1024).
+
+        Returns
+        -------
+        mean : ndarray of shape (n, 2)
+            Mean [P(bogus), P(real)] over the draws.
+        std : ndarray of shape (n, 2)
+            Standard deviation of each column over the draws (the two are equal).
+
+        Raises
+        ------
+        ValueError
+            If the network has no dropout layer (every draw would be the same).
+        """
+        if not self.initialized_:
+            raise NotFittedError(
+                "this CutoutClassifier is not fitted yet: call fit() or load a model file "
+                "with otrain.load_model()"
+            )
+        n_samples = int(n_samples)
+        if n_samples < 2:
+            raise ValueError(f"n_samples must be at least 2, got {n_samples}")
+        X, _ = self._validate_data(X)
+        model = _mc_dropout_model(self.model_, random_state)
+        draws = np.empty((n_samples, len(X)), dtype=np.float64)
+        for i in range(n_samples):
+            proba = model.predict(X, batch_size=batch_size or _PREDICT_BATCH_SIZE, verbose=0)
+            proba = np.asarray(proba, dtype=np.float64).reshape(len(X), -1)
+            p_real = proba[:, -1]
+            draws[i] = self._calibrated(np.column_stack([1.0 - p_real, p_real]))[:, 1]
+        mean, std = draws.mean(axis=0), draws.std(axis=0)
+        return np.column_stack([1.0 - mean, mean]), np.column_stack([std, std])
 
     # -- pickling ---------------------------------------------------------------------
 
@@ -327,6 +442,42 @@ class CutoutClassifier(KerasClassifier):
         state = dict(state)
         state.pop("_prebuilt_model", None)
         return state
+
+
+def _mc_dropout_model(model, random_state):
+    """A copy of ``model`` sharing its weights, with every dropout layer always active.
+
+    Calling the model with ``training=True`` would also switch on the random rotations
+    and flips (:class:`otrain.networks.RandomDihedral`) and any batch normalisation's
+    training mode; here only the dropout layers are replaced, so the copy is called
+    in inference mode and the dropout alone is random.
+    """
+    import keras
+
+    # One seed per dropout layer, drawn from random_state: reproducible, and distinct.
+    rng = np.random.default_rng(random_state)
+    count = [0]
+
+    class _AlwaysDropout(keras.layers.Dropout):
+        def call(self, inputs, training=None):
+            return super().call(inputs, training=True)
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.Dropout):
+            seed = int(rng.integers(0, 2**31 - 1))
+            count[0] += 1
+            return _AlwaysDropout(
+                layer.rate, noise_shape=layer.noise_shape, seed=seed, name=f"mc_{layer.name}"
+            )
+        return layer
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    if count[0] == 0:
+        raise ValueError(
+            "the network has no dropout layer, so Monte-Carlo dropout gives no spread; "
+            "train with dropout > 0 (e.g. the default network, dropout=0.3)"
+        )
+    return copy
 
 
 def _check_binary_target(y):

@@ -3,7 +3,11 @@
 A model file is a Keras file (``.keras`` or ``.h5``) whose network includes the
 normalisation layer, plus an ``otrain`` metadata record (JSON) with the channels,
 the stamp size, the class order, the normalisation, the hyperparameters and the
-otrain version. In a ``.keras`` file (a zip archive) the record is the member
+otrain version; optionally the decision threshold (``"threshold"``, a candidate is
+called real when P(real) >= threshold) and the calibration map of P(real)
+(``"calibration"``: ``{"method": "sigmoid", "a", "b"}`` or ``{"method":
+"isotonic", "x", "y"}``, see :mod:`otrain.calibration`), applied after the network
+by ``predict_proba``. In a ``.keras`` file (a zip archive) the record is the member
 ``otrain.json``; in an ``.h5`` file it is the root attribute ``otrain``.
 
 Loading never unpickles and never uses Keras' ``safe_mode=False``. Legacy Keras
@@ -86,7 +90,9 @@ def save_model(estimator, path, *, channels=None, extra=None):
         Channel names of the stamps (EXTNAMEs). Default: the pipeline loader's, the
         classifier's ``channels_``, else ``("DIFF",)`` for one channel.
     extra : dict, optional
-        More JSON-able metadata to store (e.g. a decision threshold).
+        More JSON-able metadata to store, e.g. ``{"threshold": 0.37}`` (the decision
+        threshold, overriding the classifier's ``threshold_``). The classifier's
+        ``calibration_`` and ``threshold_``, when set, are stored too.
 
     Returns
     -------
@@ -103,7 +109,8 @@ def save_model(estimator, path, *, channels=None, extra=None):
     if channels is None:
         channels = loader.channels if loader is not None else getattr(classifier, "channels_", None)
     if channels is None:
-        channels = ("DIFF",) if input_shape[-1] == 1 else tuple(f"C{i}" for i in range(input_shape[-1]))
+        n_channels = input_shape[-1]
+        channels = ("DIFF",) if n_channels == 1 else tuple(f"C{i}" for i in range(n_channels))
     channels = _check_channels(channels)
     if len(channels) != input_shape[-1]:
         raise ValueError(
@@ -119,12 +126,22 @@ def save_model(estimator, path, *, channels=None, extra=None):
         "class_names": ["bogus", "real"],
         "normalisation": _normalisation_of(classifier.model_),
         "params": {k: params[k] for k in _PARAMS if _jsonable(params.get(k))},
-        **(extra or {}),
     }
+    calibration = getattr(classifier, "calibration_", None)
+    if calibration is not None:
+        record["calibration"] = calibration.to_record()
+    if getattr(classifier, "threshold_", None) is not None:
+        record["threshold"] = float(classifier.threshold_)
+    record.update(extra or {})
+    if record.get("threshold") is not None:
+        from .diagnostics import _check_threshold
+
+        record["threshold"] = _check_threshold(record["threshold"])
     if callable(params.get("network")):
         record["params"]["network"] = getattr(params["network"], "__name__", "custom")
     classifier.channels_ = channels
     classifier.model_file_record_ = record
+    classifier.threshold_ = record.get("threshold")
     with atomic_output(path) as tmp, _quiet_h5_notice():
         classifier.model_.save(tmp)
         if path.suffix == ".keras":
@@ -230,8 +247,10 @@ def load_model(path, *, channels=None, normalisation=None):
     Returns
     -------
     CutoutClassifier
-        Fitted, ready for ``predict_proba``; ``channels_`` holds the channel names and
-        ``model_file_record_`` the stored metadata.
+        Fitted, ready for ``predict_proba``; ``channels_`` holds the channel names,
+        ``model_file_record_`` the stored metadata, ``threshold_`` the stored decision
+        threshold (None if none) and ``calibration_`` the stored calibration (None if
+        none; ``predict_proba`` applies it).
 
     Raises
     ------
@@ -381,7 +400,10 @@ def _model_from_legacy_config(config, keras):
             break
     if shape is None:
         raise ValueError("the model config does not state its input shape")
-    model = keras.Sequential(name=config["config"].get("name", "legacy") if isinstance(config["config"], dict) else "legacy")
+    inner = config["config"]
+    model = keras.Sequential(
+        name=inner.get("name", "legacy") if isinstance(inner, dict) else "legacy"
+    )
     model.add(keras.Input(shape=tuple(shape[1:])))
     for layer in layer_configs:
         if layer["class_name"] == "InputLayer":
@@ -420,4 +442,15 @@ def _classifier_from(model, record, path):
     classifier._prebuilt_model = None
     classifier.channels_ = tuple(record["channels"])
     classifier.model_file_record_ = record
+    classifier.threshold_ = record.get("threshold")
+    classifier.calibration_ = None
+    if record.get("calibration") is not None:
+        from .calibration import Calibration
+
+        try:
+            classifier.calibration_ = Calibration.from_record(record["calibration"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelFileError(
+                f"{path}: the stored calibration is unreadable ({err}); re-calibrate the model"
+            ) from err
     return classifier

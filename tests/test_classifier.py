@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from conftest import tiny_network
 from sklearn.base import clone, is_classifier
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import (
     GridSearchCV,
     StratifiedKFold,
     check_cv,
     cross_val_score,
 )
-from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 
 from otrain import CutoutClassifier, CutoutError, CutoutLoader, NotFittedError
@@ -29,7 +29,9 @@ def fitted(stamps):
 def test_sklearn_sees_a_classifier():
     clf = CutoutClassifier()
     assert is_classifier(clf)
-    assert isinstance(check_cv(5, np.array([0, 1] * 10), classifier=is_classifier(clf)), StratifiedKFold)
+    assert isinstance(
+        check_cv(5, np.array([0, 1] * 10), classifier=is_classifier(clf)), StratifiedKFold
+    )
 
 
 def test_cross_val_score_is_stratified_and_roc_auc_works(stamps):

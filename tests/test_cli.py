@@ -29,14 +29,20 @@ def trained(workspace):
     here = os.getcwd()
     os.chdir(workspace)
     try:
-        assert convert.main(
-            "--path datacube_test --cube cube --cutouts candidates_training "
-            "--frac_true 0.5 --cutout-size -1".split()
-        ) == 0
-        assert train.main(
-            "--cube datacube_test/cube.npz --model-path model --model-name test --epochs 30 "
-            "--verbose 0".split()
-        ) == 0
+        assert (
+            convert.main(
+                "--path datacube_test --cube cube --cutouts candidates_training "
+                "--frac_true 0.5 --cutout-size -1".split()
+            )
+            == 0
+        )
+        assert (
+            train.main(
+                "--cube datacube_test/cube.npz --model-path model --model-name test --epochs 30 "
+                "--verbose 0".split()
+            )
+            == 0
+        )
     finally:
         os.chdir(here)
     return workspace
@@ -50,10 +56,23 @@ def test_convert_writes_the_cube(trained):
 
 
 def test_convert_accepts_both_spellings_and_channels(workspace, tmp_path, capsys):
-    assert convert.main(
-        ["--path", str(tmp_path), "--cube", "c", "--cutouts", str(workspace / "candidates_training"),
-         "--frac-true", "0.25", "--cutout-size", "16"]
-    ) == 0
+    assert (
+        convert.main(
+            [
+                "--path",
+                str(tmp_path),
+                "--cube",
+                "c",
+                "--cutouts",
+                str(workspace / "candidates_training"),
+                "--frac-true",
+                "0.25",
+                "--cutout-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     with np.load(tmp_path / "c.npz") as npz:
         assert npz["cube"].shape[1:] == (16, 16, 1)
         assert npz["labels"].mean() == pytest.approx(0.25, abs=0.03)
@@ -65,9 +84,18 @@ def test_train_writes_model_and_report(trained):
     folder = trained / "model" / "CNN_training"
     assert (folder / "test.h5").is_file()
     report = folder / "test"
-    for name in ("loss_vs_epochs.png", "accuracy_vs_epochs.png", "roc.png", "roc_by_mag.png",
-                 "roc_by_magerr.png", "precision_recall.png", "f1_mcc_vs_threshold.png",
-                 "probability_distribution.png", "diagnostics.txt", "scores.ecsv"):
+    for name in (
+        "loss_vs_epochs.png",
+        "accuracy_vs_epochs.png",
+        "roc.png",
+        "roc_by_mag.png",
+        "roc_by_magerr.png",
+        "precision_recall.png",
+        "f1_mcc_vs_threshold.png",
+        "probability_distribution.png",
+        "diagnostics.txt",
+        "scores.ecsv",
+    ):
         assert (report / name).is_file(), name
     assert (report / "validation_set" / "datacube" / "cube_validation.npz").is_file()
     assert len(list(report.glob("*classified_*.png"))) >= 2
@@ -79,8 +107,14 @@ def test_existing_model_is_not_replaced_without_overwrite(trained, capsys):
     model = trained / "model" / "CNN_training" / "test.h5"
     before = model.read_bytes()
     code = train.main(
-        ["--cube", str(trained / "datacube_test" / "cube.npz"), "--model-path",
-         str(trained / "model"), "--model-name", "test"]
+        [
+            "--cube",
+            str(trained / "datacube_test" / "cube.npz"),
+            "--model-path",
+            str(trained / "model"),
+            "--model-name",
+            "test",
+        ]
     )
     assert code == 2
     err = capsys.readouterr().err
@@ -92,9 +126,25 @@ def test_existing_model_is_not_replaced_without_overwrite(trained, capsys):
 def test_infer_writes_otrain_columns_and_ecsv(trained, monkeypatch):
     monkeypatch.chdir(trained)
     assert infer.main("--cutouts candidates --model model/CNN_training/test.h5".split()) == 0
-    table = Table.read(trained / "candidates" / "infer_results.dat", format="ascii.commented_header")
-    assert table.colnames == ["filename", "RA", "Dec", "originalFile", "Xpos", "Ypos", "mag",
-                              "magerr", "FWHM", "FWHMPSF", "cand_ID", "label0", "label1"]
+    table = Table.read(
+        trained / "candidates" / "infer_results.dat", format="ascii.commented_header"
+    )
+    assert table.colnames == [
+        "filename",
+        "RA",
+        "Dec",
+        "originalFile",
+        "Xpos",
+        "Ypos",
+        "mag",
+        "magerr",
+        "FWHM",
+        "FWHMPSF",
+        "cand_ID",
+        "label0",
+        "label1",
+        "label",
+    ]
     n_edge = sum(1 for _ in (trained / "candidates").glob("*.fits")) - len(table)
     assert 0 <= n_edge < 5
     np.testing.assert_allclose(table["label0"] + table["label1"], 1, rtol=1e-5)
@@ -106,22 +156,42 @@ def test_infer_writes_otrain_columns_and_ecsv(trained, monkeypatch):
 def test_diagnostics_and_plot_results(trained, monkeypatch):
     monkeypatch.chdir(trained)
     cube = "model/CNN_training/test/validation_set/datacube/cube_validation.npz"
-    assert diagnostics.main(
-        ["--path-cube-validation", cube, "--model-path", "model/CNN_training/test.h5"]
-    ) == 0
+    assert (
+        diagnostics.main(
+            ["--path-cube-validation", cube, "--model-path", "model/CNN_training/test.h5"]
+        )
+        == 0
+    )
     assert (trained / "cnn_results" / "diagnostics.txt").is_file()
-    assert plot_results.main(
-        ["--path-cube-validation", cube, "--model-path", "model/CNN_training/test.h5",
-         "--path-plots", "plots"]
-    ) == 0
+    assert (
+        plot_results.main(
+            [
+                "--path-cube-validation",
+                cube,
+                "--model-path",
+                "model/CNN_training/test.h5",
+                "--path-plots",
+                "plots",
+            ]
+        )
+        == 0
+    )
     assert len(list((trained / "plots").glob("*.png"))) >= 7
 
 
 @pytest.mark.parametrize(
     "command, argv, message",
     [
-        (convert, ["--path", "x", "--cube", "c", "--cutouts", "nowhere"], "nowhere/true: no such folder"),
-        (train, ["--cube", "nope.npz", "--model-path", "m", "--model-name", "n"], "no such datacube"),
+        (
+            convert,
+            ["--path", "x", "--cube", "c", "--cutouts", "nowhere"],
+            "nowhere/true: no such folder",
+        ),
+        (
+            train,
+            ["--cube", "nope.npz", "--model-path", "m", "--model-name", "n"],
+            "no such datacube",
+        ),
         (infer, ["--cutouts", ".", "--model", "none.h5"], "holds no cutout"),
     ],
 )
@@ -134,16 +204,27 @@ def test_bad_input_is_one_line_and_exit_2(command, argv, message, tmp_path, monk
 
 def test_installed_entry_point_runs(trained, tmp_path):
     result = subprocess.run(
-        [sys.executable.replace("python", "otrain-convert").rsplit("/", 1)[0] + "/otrain-convert",
-         "--path", str(tmp_path), "--cube", "cube", "--cutouts",
-         str(trained / "candidates_training")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable.replace("python", "otrain-convert").rsplit("/", 1)[0]
+            + "/otrain-convert",
+            "--path",
+            str(tmp_path),
+            "--cube",
+            "cube",
+            "--cutouts",
+            str(trained / "candidates_training"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "cube.npz").is_file()
     version = subprocess.run(
         [sys.executable.rsplit("/", 1)[0] + "/otrain-train", "--version"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert version.returncode == 0 and "otrain" in version.stdout
 
@@ -152,12 +233,29 @@ def test_demo_runs_every_step_and_says_where_results_are(tmp_path, capsys):
     from otrain.cli import demo
 
     out = tmp_path / "demo"
-    argv = ["--outdir", str(out), "--n-train", "100", "--n-candidates", "40", "--stamp-size", "24",
-            "--epochs", "2", "--n-sections", "2"]
+    argv = [
+        "--outdir",
+        str(out),
+        "--n-train",
+        "100",
+        "--n-candidates",
+        "40",
+        "--stamp-size",
+        "24",
+        "--epochs",
+        "2",
+        "--n-sections",
+        "2",
+    ]
     assert demo.main(argv) == 0
     text = capsys.readouterr().out
-    for command in ("otrain-convert", "otrain-train", "otrain-infer", "otrain-checkinfer",
-                    "otrain-optimise-dataset-size"):
+    for command in (
+        "otrain-convert",
+        "otrain-train",
+        "otrain-infer",
+        "otrain-checkinfer",
+        "otrain-optimise-dataset-size",
+    ):
         assert f"$ {command} " in text
     assert "where the results are" in text
     assert (out / "model" / "CNN_training" / "demo.h5").is_file()
@@ -174,5 +272,103 @@ def test_convert_and_checkinfer_never_import_tensorflow(trained, tmp_path):
         f"{str(trained / 'candidates_training')!r}]) == 0\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
+
+
+# -- thresholds, calibration, Monte-Carlo dropout (docs/trust.md) ---------------------
+
+
+@pytest.fixture(scope="module")
+def tuned(trained):
+    """A model calibrated and thresholded for a target recall by otrain-train."""
+    import os
+
+    here = os.getcwd()
+    os.chdir(trained)
+    try:
+        assert (
+            train.main(
+                "--cube datacube_test/cube.npz --model-path model --model-name tuned --epochs 3 "
+                "--frac 0.3 --calibrate sigmoid --target-recall 0.9 --no-plots "
+                "--verbose 0".split()
+            )
+            == 0
+        )
+    finally:
+        os.chdir(here)
+    return trained / "model" / "CNN_training" / "tuned.h5"
+
+
+def test_train_calibrates_and_chooses_a_threshold(tuned, capsys):
+    from otrain.datacube import load_datacube
+    from otrain.model_files import load_model, read_record
+    from otrain.thresholds import choose_threshold
+
+    record = read_record(tuned)
+    assert record["calibration"]["method"] == "sigmoid"
+    assert set(record["calibration"]) == {"method", "a", "b"}
+    assert record["threshold_rule"]["target_recall"] == 0.9
+    folder = tuned.parent / "tuned" / "validation_set" / "datacube"
+    tune = load_datacube(folder / "cube_tuning.npz")
+    evaluate = load_datacube(folder / "cube_validation.npz")
+    cube = load_datacube(tuned.parents[2] / "datacube_test" / "cube.npz")
+    assert len(tune) + len(evaluate) == round(0.3 * len(cube))
+    model = load_model(tuned)
+    # The stored threshold is the one chosen on the tuning half, calibrated scores.
+    p_tune = model.predict_proba(tune.cube)[:, 1]
+    assert record["threshold"] == choose_threshold(tune.labels, p_tune, target_recall=0.9)
+    assert model.threshold_ == record["threshold"]
+
+
+def test_train_prints_brier_before_and_after(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(trained)
+    assert (
+        train.main(
+            f"--cube datacube_test/cube.npz --model-path {tmp_path} --model-name iso --epochs 1 "
+            "--frac 0.3 --calibrate isotonic --no-plots --verbose 0".split()
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "Brier score on the evaluation half" in out and "after calibration" in out
+    from otrain.model_files import read_record
+
+    record = read_record(tmp_path / "CNN_training" / "iso.h5")
+    assert record["calibration"]["method"] == "isotonic" and "threshold_rule" not in record
+
+
+def test_threshold_options_exclude_each_other(trained, capsys, monkeypatch):
+    monkeypatch.chdir(trained)
+    with pytest.raises(SystemExit):
+        train.main(
+            "--cube datacube_test/cube.npz --model-path m --model-name x "
+            "--threshold 0.3 --target-recall 0.9".split()
+        )
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_infer_labels_with_the_stored_threshold_and_mc_dropout(tuned, trained, tmp_path, capsys):
+    from otrain.model_files import read_record
+
+    threshold = read_record(tuned)["threshold"]
+    argv = f"--cutouts {trained / 'candidates'} --model {tuned} --outdir {tmp_path}"
+    assert infer.main(f"{argv} --mc-samples 4 --seed 1".split()) == 0
+    out = capsys.readouterr().out
+    assert f"P(true) >= {threshold:g} (threshold stored in the model" in out
+    assert "calibrated (sigmoid)" in out
+    table = Table.read(tmp_path / "infer_results.ecsv")
+    assert table.colnames[-3:] == ["label1", "label", "label1_std"]
+    np.testing.assert_array_equal(table["label"], (table["label1"] >= threshold).astype(int))
+    assert np.all(table["label1_std"] >= 0) and np.any(table["label1_std"] > 0)
+    assert table.meta["threshold"] == threshold and table.meta["calibration"] == "sigmoid"
+    first = np.array(table["label1"])
+    assert infer.main(f"{argv} --mc-samples 4 --seed 1".split()) == 0
+    np.testing.assert_array_equal(Table.read(tmp_path / "infer_results.ecsv")["label1"], first)
+    # A given --threshold wins over the stored one.
+    assert infer.main(f"{argv} --threshold 0.99".split()) == 0
+    table = Table.read(tmp_path / "infer_results.dat", format="ascii.commented_header")
+    np.testing.assert_array_equal(table["label"], (table["label1"] >= 0.99).astype(int))
+    assert "label1_std" not in table.colnames

@@ -11,8 +11,10 @@ def build_parser():
     parser = make_parser(
         PROG,
         "Score candidate cutouts with a trained model. Writes CUTOUTS/infer_results.dat "
-        "(O'TRAIN's columns; label0 = P(false), label1 = P(true)) and "
-        "CUTOUTS/infer_results.ecsv (with the model and otrain version in its metadata).",
+        "(O'TRAIN's columns; label0 = P(false), label1 = P(true); then label = 1 where "
+        "label1 >= the model's threshold, 0.5 if it stores none) and "
+        "CUTOUTS/infer_results.ecsv (with the model, threshold and otrain version in its "
+        "metadata). A calibrated model gives calibrated probabilities.",
         epilog="example: otrain-infer --cutouts candidates --model model/CNN_training/test.h5",
     )
     parser.add_argument("--cutouts", required=True, help="folder holding the candidate cutouts")
@@ -32,7 +34,26 @@ def build_parser():
         default=None,
         help="normalisation of a legacy model without otrain metadata (braai: l2)",
     )
-    parser.add_argument("--n-jobs", type=int, default=-1, help="processes reading files (-1: all cores)")
+    parser.add_argument(
+        "--n-jobs", type=int, default=-1, help="processes reading files (-1: all cores)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="call a candidate real when label1 >= THRESHOLD (default: the model's stored "
+        "threshold, else 0.5)",
+    )
+    parser.add_argument(
+        "--mc-samples",
+        type=int,
+        default=None,
+        help="Monte-Carlo dropout: score each cutout N times with dropout on; label1 is "
+        "the mean and label1_std the spread (the network's uncertainty)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the Monte-Carlo dropout draws"
+    )
     return parser
 
 
@@ -53,11 +74,25 @@ def _infer(args):
     classifier = load_model(args.model, channels=args.channels, normalisation=args.normalisation)
     shape = "x".join(map(str, classifier.model_.input_shape[1:]))
     say(f"scoring {len(paths)} cutouts ({shape}, {', '.join(classifier.channels_)}) ...")
+    threshold = args.threshold
+    source = "given"
+    if threshold is None:
+        threshold = classifier.threshold_
+        source = "stored in the model"
+    if threshold is None:
+        threshold, source = 0.5, "default; the model stores none"
+    if classifier.calibration_ is not None:
+        say(f"the model is calibrated ({classifier.calibration_.method}): label1 is calibrated")
+    if args.mc_samples is not None:
+        say(f"Monte-Carlo dropout: {args.mc_samples} draws per cutout (seed {args.seed})")
     table, summary = score_files(
         classifier,
         paths,
         n_jobs=args.n_jobs,
         progress=lambda n: say(f"  {n}/{len(paths)} read and scored"),
+        threshold=threshold,
+        mc_samples=args.mc_samples,
+        random_state=args.seed,
     )
     if summary["n_scored"] == 0 and summary["skipped"]:
         from ..exceptions import CutoutError
@@ -67,19 +102,32 @@ def _infer(args):
         table,
         Path(args.outdir or args.cutouts),
         model_name=Path(args.model).name,
-        extra_meta={"channels": list(classifier.channels_)},
+        extra_meta={
+            "channels": list(classifier.channels_),
+            "threshold": summary["threshold"],
+            "calibration": None
+            if classifier.calibration_ is None
+            else classifier.calibration_.method,
+            **({"mc_samples": args.mc_samples, "mc_seed": args.seed} if args.mc_samples else {}),
+        },
     )
     say(
         f"{summary['n_scored']} candidates scored, {summary['n_edge']} EDGE cutouts skipped, "
         f"{len(summary['skipped'])} unreadable or mis-sized files skipped"
     )
-    for path, reason in summary["skipped"][:10]:
+    for _path, reason in summary["skipped"][:10]:
         say(f"  skipped {reason}")
     if len(summary["skipped"]) > 10:
         say(f"  ... and {len(summary['skipped']) - 10} more")
     if len(table):
-        n_real = int((table["label1"] >= 0.5).sum())
-        say(f"{n_real} of {len(table)} called real at P(true) >= 0.5")
+        n_real = int(table["label"].sum())
+        say(
+            f"{n_real} of {len(table)} called real at P(true) >= {summary['threshold']:g} "
+            f"(threshold {source}; column label)"
+        )
+        if args.mc_samples:
+            std = table["label1_std"]
+            say(f"label1_std from {float(std.min()):.3g} to {float(std.max()):.3g}")
     say(f"results written to {dat} and {ecsv}")
     return 0
 

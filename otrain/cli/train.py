@@ -31,13 +31,36 @@ def build_parser():
         "--frac", type=float, default=0.15, help="fraction of the cube held out for validation"
     )
     parser.add_argument("--dropout", type=float, default=0.3, help="dropout rate")
-    parser.add_argument(
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
-        help="P(real) above which a candidate is called real, for the diagnostics",
+        default=None,
+        help="P(real) at or above which a candidate is called real, stored in the model "
+        "(default: 0.5)",
     )
     new = parser.add_argument_group("otrain options (not in O'TRAIN)")
+    choice.add_argument(
+        "--target-recall",
+        type=float,
+        default=None,
+        help="choose the highest threshold that keeps this fraction of the real "
+        "validation candidates (e.g. 0.99) and store it in the model",
+    )
+    choice.add_argument(
+        "--target-fpr",
+        type=float,
+        default=None,
+        help="choose the lowest threshold that calls at most this fraction of the bogus "
+        "validation candidates real (e.g. 0.01) and store it in the model",
+    )
+    new.add_argument(
+        "--calibrate",
+        choices=("sigmoid", "isotonic"),
+        default=None,
+        help="calibrate P(real) on half of the validation part (sigmoid: small sets; "
+        "isotonic: thousands of cutouts) and store the map in the model",
+    )
     new.add_argument(
         "--network", default="otrain", choices=("otrain", "vgg6"), help="built-in network"
     )
@@ -87,7 +110,8 @@ def _train(args):
     cube = load_datacube(args.cube)
     train, valid = split_validation(cube, args.frac, random_state=args.seed)
     say(
-        f"{len(cube)} cutouts {'x'.join(map(str, cube.cube.shape[1:]))} ({', '.join(cube.channels)}): "
+        f"{len(cube)} cutouts {'x'.join(map(str, cube.cube.shape[1:]))} "
+        f"({', '.join(cube.channels)}): "
         f"{len(train)} for training, {len(valid)} held out for validation"
     )
     from ..classifier import CutoutClassifier
@@ -110,18 +134,20 @@ def _train(args):
         verbose=args.verbose,
     )
     say(
-        f"training ({args.network} network, {args.normalisation} normalisation, up to {args.epochs} epochs) ..."
+        f"training ({args.network} network, {args.normalisation} normalisation, "
+        f"up to {args.epochs} epochs) ..."
     )
     train_on_cube(train, classifier)
     n_epochs = len(classifier.history_["loss"])
-    save_model(classifier, model_file, channels=cube.channels, extra={"threshold": args.threshold})
+    valid, threshold, extra = _tune(classifier, valid, args, report_dir)
+    save_model(classifier, model_file, channels=cube.channels, extra=extra)
     valid.save(report_dir / "validation_set" / "datacube" / "cube_validation.npz")
     p_real = classifier.predict_proba(valid.cube)[:, 1]
     report = write_report(
         valid.labels,
         p_real,
         report_dir,
-        threshold=args.threshold,
+        threshold=threshold,
         keywords=valid.keywords,
         stamps=valid.cube if args.plots else None,
         channels=valid.channels,
@@ -137,6 +163,64 @@ def _train(args):
     say(f"model written to {model_file}")
     say(f"plots, diagnostics and validation cube in {report_dir}")
     return 0
+
+
+def _tune(classifier, valid, args, report_dir):
+    """Calibrate and choose the threshold on half of ``valid``; evaluate on the other.
+
+    The calibration map and the threshold are fitted on the "tuning" half; the
+    diagnostics are computed on the "evaluation" half, which neither has seen, so the
+    Brier score, recall and false-positive rate reported are honest estimates.
+    Without --calibrate or --target-*, the whole validation part is evaluated.
+    """
+    from ..diagnostics import binary_diagnostics
+    from ..thresholds import DEFAULT_THRESHOLD, choose_threshold
+    from ..training import split_validation
+
+    target = {"target_recall": args.target_recall, "target_fpr": args.target_fpr}
+    target = {k: v for k, v in target.items() if v is not None}
+    if not args.calibrate and not target:
+        threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+        return valid, threshold, {"threshold": threshold}
+    for name, value in target.items():
+        if not 0 < value <= 1:
+            raise ValueError(f"--{name.replace('_', '-')} must lie in (0, 1], got {value}")
+    tune, evaluate = split_validation(valid, 0.5, random_state=args.seed)
+    tune.save(report_dir / "validation_set" / "datacube" / "cube_tuning.npz")
+    say(
+        f"validation part split in two: {len(tune)} cutouts to calibrate and choose the "
+        f"threshold (cube_tuning.npz), {len(evaluate)} to evaluate (cube_validation.npz)"
+    )
+    extra = {}
+    if args.calibrate:
+        before = binary_diagnostics(
+            evaluate.labels, classifier.predict_proba(evaluate.cube)[:, 1]
+        )["brier"]
+        classifier.calibrate(tune.cube, tune.labels, method=args.calibrate)
+        after = binary_diagnostics(
+            evaluate.labels, classifier.predict_proba(evaluate.cube)[:, 1]
+        )["brier"]
+        say(
+            f"calibrated ({classifier.calibration_!r}); Brier score on the evaluation "
+            f"half: {before:.4f} before, {after:.4f} after calibration (lower is better)"
+        )
+    if target:
+        threshold = choose_threshold(
+            tune.labels, classifier.predict_proba(tune.cube)[:, 1], **target
+        )
+        (name, value), = target.items()
+        extra["threshold_rule"] = {name: value, "n_tuning": len(tune)}
+        p_eval = classifier.predict_proba(evaluate.cube)[:, 1]
+        diag = binary_diagnostics(evaluate.labels, p_eval, threshold)
+        say(
+            f"threshold {threshold:.4g} chosen for {name.replace('_', ' ')} {value:g}; on the "
+            f"evaluation half: recall {diag['recall']:.3f}, false-positive rate "
+            f"{diag['fpr']:.3f}"
+        )
+    else:
+        threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    extra["threshold"] = threshold
+    return evaluate, threshold, extra
 
 
 def main(argv=None):

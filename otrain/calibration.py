@@ -1,0 +1,162 @@
+"""Probability calibration: make P(real) mean what it says.
+
+A network trained with balanced class weights and early stopping ranks candidates
+well, but its P(real) is often over- or under-confident: of the candidates scored
+0.8, far more or far fewer than 80 % may be real. Calibration fits a monotone map
+from the network's P(real) to a calibrated one on labelled data held out from
+training, with scikit-learn's :class:`~sklearn.calibration.CalibratedClassifierCV`
+around the already-fitted classifier (:class:`~sklearn.frozen.FrozenEstimator`,
+which replaced ``cv="prefit"``).
+
+The fitted map is kept as plain numbers, never as a pickle:
+
+``"sigmoid"`` (Platt scaling)
+    ``p_cal = 1 / (1 + exp(a * p + b))`` with two numbers ``a``, ``b``. Smooth and
+    frugal: the choice for validation sets of up to a few hundred candidates.
+``"isotonic"``
+    A non-decreasing step-wise linear map through the points ``(x, y)``, clipped
+    at both ends. Makes no assumption on the shape of the miscalibration but needs
+    more data (thousands of candidates) and flattens ties into steps.
+
+These numbers are stored in the model file's ``otrain`` record under
+``"calibration"`` (see :mod:`otrain.model_files`) and applied by
+:meth:`otrain.CutoutClassifier.predict_proba` after the network, so a calibrated
+model is still one file. The Keras network inside the file is unchanged: an ONNX
+export (:mod:`otrain.export`) gives the network's uncalibrated P(real) unless the
+calibration is added to it (``otrain-export`` does, by default).
+"""
+
+import numpy as np
+
+__all__ = ["CALIBRATION_METHODS", "Calibration", "calibrate"]
+
+#: Calibration methods otrain stores and applies.
+CALIBRATION_METHODS = ("sigmoid", "isotonic")
+
+
+class Calibration:
+    """A fitted calibration map of P(real), stored as plain numbers.
+
+    Parameters
+    ----------
+    method : {"sigmoid", "isotonic"}
+    params : dict
+        ``{"a": float, "b": float}`` for ``"sigmoid"``; ``{"x": list, "y": list}``
+        (the isotonic regression's thresholds, increasing ``x``) for ``"isotonic"``.
+
+    Examples
+    --------
+    >>> cal = Calibration("sigmoid", {"a": -6.0, "b": 3.0})
+    >>> cal.apply([0.5]).round(3)
+    array([0.5])
+    """
+
+    def __init__(self, method, params):
+        if method not in CALIBRATION_METHODS:
+            raise ValueError(
+                f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, "
+                f"got {method!r}"
+            )
+        if method == "sigmoid":
+            params = {"a": float(params["a"]), "b": float(params["b"])}
+            if not (np.isfinite(params["a"]) and np.isfinite(params["b"])):
+                raise ValueError(f"sigmoid calibration needs finite a and b, got {params}")
+        else:
+            x = np.asarray(params["x"], dtype=np.float64)
+            y = np.asarray(params["y"], dtype=np.float64)
+            if x.ndim != 1 or x.shape != y.shape or len(x) < 1:
+                raise ValueError(
+                    "isotonic calibration needs equally long, non-empty x and y lists, got "
+                    f"{len(np.atleast_1d(x))} and {len(np.atleast_1d(y))} values"
+                )
+            if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
+                raise ValueError("isotonic calibration needs non-decreasing x and y")
+            params = {"x": x.tolist(), "y": y.tolist()}
+        self.method = method
+        self.params = params
+
+    def apply(self, p_real):
+        """Calibrated P(real) of raw P(real) values.
+
+        Parameters
+        ----------
+        p_real : array-like
+            The network's P(real).
+
+        Returns
+        -------
+        ndarray of float64, same shape
+        """
+        p = np.asarray(p_real, dtype=np.float64)
+        if self.method == "sigmoid":
+            from scipy.special import expit
+
+            return expit(-(self.params["a"] * p + self.params["b"]))
+        # np.interp clips outside [x[0], x[-1]], as IsotonicRegression(out_of_bounds="clip").
+        return np.interp(p, self.params["x"], self.params["y"])
+
+    def to_record(self):
+        """The JSON-able record stored in a model file: ``{"method", **params}``."""
+        return {"method": self.method, **self.params}
+
+    @classmethod
+    def from_record(cls, record):
+        """Rebuild from :meth:`to_record`'s output."""
+        record = dict(record)
+        return cls(record.pop("method"), record)
+
+    def __repr__(self):
+        if self.method == "sigmoid":
+            return f"Calibration('sigmoid', a={self.params['a']:.4g}, b={self.params['b']:.4g})"
+        return f"Calibration('isotonic', {len(self.params['x'])} points)"
+
+
+def calibrate(classifier, X, y, *, method="sigmoid"):
+    """Calibrate a fitted classifier on held-out stamps, in place.
+
+    The calibration map is fitted by scikit-learn's ``CalibratedClassifierCV`` on
+    ``FrozenEstimator(classifier)`` (the network is not retrained) and stored as
+    ``classifier.calibration_``, which ``predict_proba`` then applies. A classifier
+    that was calibrated before is re-calibrated from its raw probabilities.
+
+    Parameters
+    ----------
+    classifier : CutoutClassifier
+        Fitted (or loaded).
+    X : array-like of shape (n, H, W, C)
+        Stamps the network was NOT trained on (e.g. the validation set).
+    y : array-like of shape (n,)
+        1 real, 0 bogus.
+    method : {"sigmoid", "isotonic"}, default "sigmoid"
+
+    Returns
+    -------
+    CutoutClassifier
+        ``classifier``, with ``calibration_`` set.
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    from .exceptions import NotFittedError
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(
+            f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}"
+        )
+    if not getattr(classifier, "initialized_", False):
+        raise NotFittedError("this CutoutClassifier is not fitted yet: fit it before calibrating")
+    y = np.asarray(y)
+    if len(np.unique(y)) != 2:
+        raise ValueError(
+            f"calibration needs real and bogus stamps; y holds {len(np.unique(y))} class(es)"
+        )
+    classifier.calibration_ = None
+    calibrated = CalibratedClassifierCV(FrozenEstimator(classifier), method=method).fit(X, y)
+    (fitted,) = calibrated.calibrated_classifiers_
+    (mapping,) = fitted.calibrators
+    if method == "sigmoid":
+        params = {"a": float(mapping.a_), "b": float(mapping.b_)}
+    else:
+        params = {"x": mapping.X_thresholds_.tolist(), "y": mapping.y_thresholds_.tolist()}
+    classifier.calibration_ = Calibration(method, params)
+    return classifier
