@@ -326,9 +326,9 @@ def dataset_size_answer(table, tolerance=0.02):
     if size == table["size"][-1]:
         # Only the largest size is within the tolerance of the best: the best is there.
         return (
-            f"More than {table['size'][-2]} training cutouts are needed: the validation "
-            f"MCC was still rising at the largest size tried, {found} with {size} "
-            f"cutouts{cv}; more cutouts would probably help."
+            f"At least {size} training cutouts are needed, and more would probably help: "
+            f"the validation MCC was still rising at the largest size tried, {found} with "
+            f"{size} cutouts{cv}."
         )
     if size == best["size"]:
         return (
