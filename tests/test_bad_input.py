@@ -182,3 +182,12 @@ def test_failed_result_write_keeps_the_old_table(model_file, tmp_path, monkeypat
     assert infer.main(["--cutouts", str(folder), "--model", str(model_file)]) == 2
     assert (folder / "infer_results.dat").read_bytes() == before
     assert not [p for p in folder.iterdir() if p.name.startswith(".infer_results")]
+
+
+def test_otrain_prob_ratio_flag_is_accepted(model_file, tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    write_stamp(folder / "a.fits", point_source(SIZE))
+    argv = ["--cutouts", str(folder), "--model", str(model_file), "--prob-ratio", "0.01"]
+    assert infer.main(argv) == 0
+    assert (folder / "infer_results.dat").is_file()

@@ -38,6 +38,14 @@ def build_parser():
         "--n-jobs", type=int, default=-1, help="processes reading files (-1: all cores)"
     )
     parser.add_argument(
+        "--prob-ratio",
+        "--probratio",
+        type=float,
+        default=None,
+        help="accepted so that O'TRAIN scripts run unchanged; O'TRAIN never used it, "
+        "and it has no effect here either",
+    )
+    parser.add_argument(
         "--threshold",
         type=float,
         default=None,
