@@ -42,7 +42,7 @@ class CutoutClassifier(KerasClassifier):
     dropout : float, default 0.3
         Dropout rate.
     learning_rate : float, default 1e-3
-        Adam's learning rate.
+        The optimizer's learning rate.
     batch_size : int, default 64
         Training batch size.
     epochs : int, default 50
@@ -61,6 +61,15 @@ class CutoutClassifier(KerasClassifier):
         the same seed gives the same probabilities on a CPU.
     verbose : int, default 0
         Keras' verbosity during fit.
+    optimizer : str or keras optimizer class, default "adam"
+        Built afresh at each fit with ``learning_rate``.
+    loss : str, default "sparse_categorical_crossentropy"
+        Loss of the two-class softmax output.
+    metrics : sequence of str, default ("accuracy",)
+        Metrics recorded per epoch in ``history_``.
+    model, callbacks, warm_start
+        As in scikeras' ``KerasClassifier``; ``model`` (a prebuilt Keras model) is
+        rarely needed: use ``network`` instead.
     **kwargs
         Other scikeras parameters (``callbacks``, ``fit__...``, ``predict__...``).
 
@@ -169,11 +178,23 @@ class CutoutClassifier(KerasClassifier):
             dropout=self.dropout,
         )
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
+            optimizer=self._optimizer(keras),
             loss=self.loss,
             metrics=list(self.metrics or []),
         )
         return model
+
+    def _optimizer(self, keras):
+        """A fresh optimizer from ``optimizer`` (a name or a class) at ``learning_rate``."""
+        optimizer = self.optimizer
+        if isinstance(optimizer, str):
+            optimizer = type(keras.optimizers.get(optimizer))
+        if not (isinstance(optimizer, type) and issubclass(optimizer, keras.optimizers.Optimizer)):
+            raise ValueError(
+                "optimizer must be a Keras optimizer name (e.g. 'adam', 'sgd') or class, "
+                f"got {self.optimizer!r}; its learning rate is set by learning_rate"
+            )
+        return optimizer(learning_rate=self.learning_rate)
 
     def _check_settings(self):
         if self.normalisation not in NORMALISATIONS:

@@ -180,3 +180,15 @@ def test_grid_search_over_a_pipeline_fed_with_paths(training_folder):
     assert search.best_score_ > 0.5
     assert search.best_params_["cutoutclassifier__learning_rate"] in (1e-3, 3e-3)
     assert search.predict_proba(np.array(paths[:3])).shape == (3, 2)
+
+
+def test_optimizer_setting_is_used(stamps):
+    import keras
+
+    X, y = stamps
+    clf = CutoutClassifier(**{**FAST, "epochs": 1, "optimizer": "sgd", "learning_rate": 0.05})
+    clf.fit(X, y)
+    assert isinstance(clf.model_.optimizer, keras.optimizers.SGD)
+    assert float(clf.model_.optimizer.learning_rate) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="optimizer must be a Keras optimizer"):
+        CutoutClassifier(**{**FAST, "optimizer": 3}).fit(X, y)
