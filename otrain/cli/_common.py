@@ -7,7 +7,15 @@ import time
 
 from .._version import __version__
 
-__all__ = ["make_parser", "run", "say", "EXIT_ERROR", "comma_list", "load_tensorflow"]
+__all__ = [
+    "make_parser",
+    "run",
+    "say",
+    "EXIT_ERROR",
+    "comma_list",
+    "load_tensorflow",
+    "positive_int",
+]
 
 #: Exit code of a command stopped by bad input or settings.
 EXIT_ERROR = 2
@@ -39,6 +47,17 @@ def make_parser(prog, description, epilog=None):
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s (otrain) {__version__}")
     return parser
+
+
+def positive_int(text):
+    """Parse a whole number >= 1 (an ``argparse`` type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
 
 
 def comma_list(text):

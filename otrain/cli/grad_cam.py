@@ -7,7 +7,7 @@ O'TRAIN's flags are kept (``--cube``, ``--model-path``, ``--cam_path``,
 
 from pathlib import Path
 
-from ._common import comma_list, make_parser, run, say
+from ._common import comma_list, make_parser, positive_int, run, say
 
 PROG = "otrain-grad-cam"
 
@@ -66,7 +66,7 @@ def build_parser():
         "--n",
         "--n_random",
         dest="n",
-        type=_positive_int,
+        type=positive_int,
         default=30,
         help="most cutouts per gallery",
     )
@@ -100,18 +100,6 @@ def build_parser():
         help="seed of the random choice of correctly classified candidates",
     )
     return parser
-
-
-def _positive_int(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def _body(args):

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from .._atomic import ensure_folder
-from ._common import make_parser, run, say
+from ._common import make_parser, positive_int, run, say
 
 PROG = "otrain-optimise-dataset-size"
 
@@ -56,7 +56,7 @@ def build_parser():
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=10,
         help="Maximum epochs of each training (early stopping may end it sooner).",
     )
@@ -95,7 +95,7 @@ def build_parser():
         help="Per-stamp normalisation: robust, l2 or none (O'TRAIN's).",
     )
     parser.add_argument(
-        "--batch-size", dest="batch_size", type=_positive_int, default=64, help="Batch size."
+        "--batch-size", dest="batch_size", type=positive_int, default=64, help="Batch size."
     )
     parser.add_argument(
         "--min-size",
@@ -110,16 +110,6 @@ def build_parser():
         help="A size is enough when its validation MCC is within this of the best.",
     )
     return parser
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
 
 
 def _tolerance(text):
