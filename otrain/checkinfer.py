@@ -31,6 +31,7 @@ from . import plots
 from ._atomic import ensure_folder
 from .diagnostics import magnitude_bins, match_simulated
 from .exceptions import OTrainError
+from .inference import RESULT_NAME
 
 __all__ = [
     "CheckInferError",
@@ -47,7 +48,7 @@ __all__ = [
 CROSSMATCH_NAME = "crossmatch.dat"
 
 #: File name of the scores written by ``otrain-infer``.
-INFER_RESULTS_NAME = "infer_results.dat"
+INFER_RESULTS_NAME = f"{RESULT_NAME}.dat"
 
 #: The plots of :func:`check_inference`, in the order they are drawn. Names that
 #: O'TRAIN used are kept where the figure shows what O'TRAIN's did (or more).

@@ -20,10 +20,8 @@ from astropy.table import Table, vstack
 from ._atomic import atomic_output
 from ._version import __version__
 from .cutouts import load_cutouts
-from .datacube import find_cutouts
-from .exceptions import CutoutError
 
-__all__ = ["RESULT_COLUMNS", "score_files", "write_results", "read_results", "RESULT_NAME"]
+__all__ = ["RESULT_COLUMNS", "score_files", "write_results", "RESULT_NAME"]
 
 #: Base name of the result files written beside the candidates.
 RESULT_NAME = "infer_results"
@@ -237,28 +235,3 @@ def write_results(table, folder, *, model_name, extra_meta=None):
     with atomic_output(ecsv) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
     return dat, ecsv
-
-
-def read_results(path):
-    """Read ``infer_results.dat`` (or ``.ecsv``), given the file or its folder.
-
-    Parameters
-    ----------
-    path : str or path-like
-
-    Returns
-    -------
-    astropy.table.Table
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / f"{RESULT_NAME}.dat"
-    if not path.is_file():
-        raise CutoutError(f"{path}: no such result file; run otrain-infer first", path)
-    fmt = "ascii.ecsv" if path.suffix == ".ecsv" else "ascii.commented_header"
-    return Table.read(path, format=fmt)
-
-
-def candidate_files(folder):
-    """The cutout files of a candidates folder (see :func:`otrain.datacube.find_cutouts`)."""
-    return find_cutouts(folder)
