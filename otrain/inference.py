@@ -58,6 +58,7 @@ def score_files(
     threshold=None,
     mc_samples=None,
     random_state=None,
+    first_chunk=0,
 ):
     """Score cutout files with a fitted classifier.
 
@@ -85,7 +86,12 @@ def score_files(
         Monte-Carlo dropout draws (see ``CutoutClassifier.predict_proba_mc``):
         ``label0``/``label1`` are then the means and ``label1_std`` is added.
     random_state : int, optional
-        Seed of the Monte-Carlo dropout draws.
+        Seed of the Monte-Carlo dropout draws: chunk ``k`` of the files (counted from
+        ``first_chunk``) is drawn with the seed ``[random_state, k]``.
+    first_chunk : int, default 0
+        Number of the first chunk, for those seeds: scoring chunk ``k`` of a long list
+        alone with ``first_chunk=k`` gives the draws of the whole run (this is how
+        :func:`otrain.cluster.score_files_distributed` scores chunks on workers).
 
     Returns
     -------
@@ -104,7 +110,12 @@ def score_files(
     threshold = _check_threshold(DEFAULT_THRESHOLD if threshold is None else threshold)
     if mc_samples is not None and int(mc_samples) < 2:
         raise ValueError(f"mc_samples must be at least 2, got {mc_samples}")
-    scoring = {"threshold": threshold, "mc_samples": mc_samples, "random_state": random_state}
+    scoring = {
+        "threshold": threshold,
+        "mc_samples": mc_samples,
+        "random_state": random_state,
+        "chunk": int(first_chunk),
+    }
     input_shape = tuple(int(s) for s in classifier.model_.input_shape[1:])
     channels = getattr(classifier, "channels_", None) or ("DIFF",)
     tables, skipped = [], []
@@ -167,13 +178,16 @@ def _score_chunk(classifier, chunk, channels, input_shape, n_jobs, tables, skipp
             proba = classifier.predict_proba(cube)
         else:
             # Each chunk gets its own, reproducible seed: one seed for all chunks
-            # would repeat the same dropout masks chunk after chunk.
+            # would repeat the same dropout masks chunk after chunk. The seed follows
+            # the chunk's position in the file list, so chunks scored apart (on Dask
+            # workers) draw what one run draws.
             seed = scoring["random_state"]
-            seed = None if seed is None else [int(seed), len(tables)]
+            seed = None if seed is None else [int(seed), scoring["chunk"]]
             proba, std = classifier.predict_proba_mc(
                 cube, scoring["mc_samples"], random_state=seed
             )
         tables.append(_result_table(keywords, proba, scoring["threshold"], std))
+    scoring["chunk"] += 1
     return int(edge.sum())
 
 
