@@ -9,6 +9,7 @@ original O'TRAIN load too, and otrain's cubes keep everything a diagnostic needs
 """
 
 import math
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,14 @@ from ._version import __version__
 from .cutouts import DEFAULT_CHANNELS, KEYWORD_COLUMNS, _check_channels, load_cutouts
 from .exceptions import DatacubeError
 
-__all__ = ["Datacube", "build_datacube", "load_datacube", "find_cutouts", "CUTOUT_SUFFIXES"]
+__all__ = [
+    "Datacube",
+    "build_datacube",
+    "load_datacube",
+    "find_cutouts",
+    "iter_cutouts",
+    "CUTOUT_SUFFIXES",
+]
 
 #: File name endings taken as cutouts when a folder is scanned.
 CUTOUT_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
@@ -146,18 +154,51 @@ def find_cutouts(folder):
     Returns
     -------
     list of str
+        The files of :func:`iter_cutouts`, sorted.
 
     Raises
     ------
     DatacubeError
         If the folder does not exist.
     """
+    return sorted(iter_cutouts(folder))
+
+
+def iter_cutouts(folder):
+    """Yield the cutout files of ``folder`` one by one, in the folder's own order.
+
+    The folder is read lazily (``os.scandir``), so a folder of millions of files is
+    never listed in memory at once: give the iterator to
+    :func:`otrain.cluster.score_files_distributed` or
+    :func:`otrain.inference.score_files` to stream it. The order is the file
+    system's, not sorted (:func:`find_cutouts` sorts).
+
+    Parameters
+    ----------
+    folder : str or path-like
+
+    Returns
+    -------
+    iterator of str
+        ``folder / name`` for each file whose name ends with one of
+        :data:`CUTOUT_SUFFIXES` (any case); sub-folders are not entered.
+
+    Raises
+    ------
+    DatacubeError
+        If the folder does not exist (raised at once, not on the first file).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DatacubeError(f"{folder}: no such folder; check the path")
-    return sorted(
-        str(p) for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(CUTOUT_SUFFIXES)
-    )
+    return _scan(folder)
+
+
+def _scan(folder):
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.lower().endswith(CUTOUT_SUFFIXES) and entry.is_file():
+                yield str(folder / entry.name)
 
 
 def _undersample(n_true, n_false, frac_true):
