@@ -1,0 +1,176 @@
+"""Row 3 of issue 5: otrain-infer against O'TRAIN's infer, whole process.
+
+Generates 4,000 single-HDU 64x64 candidates with :func:`otrain.datasets.make_candidates`
+(~3% EDGE stamps, which both sides skip) and a model file of the default network the
+way users get one (``CutoutClassifier(epochs=1).fit`` on 400 generated stamps, then
+:func:`otrain.model_files.save_model`; its weights barely matter for speed). Then
+``otrain-infer --cutouts DIR --model MODEL`` and O'TRAIN's infer
+(``baselines/otrain_infer.py``: read each file for pixels, ``model.predict``, read each
+file again for keywords, write the table) run as whole processes, alternating, after
+one untimed warm-up each. The table gives the median wall times and their ratio
+(target: otrain >= 2x faster), and checks that both tables give the same ``label1``
+for the same files (largest difference; agreement within 1e-3 is asked).
+
+Usage::
+
+    python benchmarks/infer.py                  # ~4 min on 2 cores (5 repeats)
+    python benchmarks/infer.py --quick          # 400 candidates, ~1 min
+    python benchmarks/infer.py --workdir /tmp/bench   # keep and reuse files and model
+"""
+
+import sys
+from argparse import ArgumentParser
+from pathlib import Path
+
+import numpy as np
+from _common import (
+    BASELINES,
+    CommandError,
+    add_common_arguments,
+    alternate,
+    candidate_files,
+    description,
+    formatter,
+    machine_text,
+    markdown_table,
+    median,
+    parse,
+    run_command,
+    say,
+    tool,
+    verdict,
+    workdir,
+)
+
+SPEED_TARGET = 2.0
+AGREEMENT = 1e-3
+
+
+def make_model(path, *, n=400, seed=0):
+    """A model file of the default network, trained for one epoch (reused if present)."""
+    path = Path(path)
+    if path.exists():
+        say(f"reusing the model {path}")
+        return path
+    say(f"training a one-epoch default model on {n} generated stamps -> {path} ...")
+    run_command(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from otrain import CutoutClassifier, save_model\n"
+            "from otrain.datasets import make_stamps\n"
+            f"X, y, _ = make_stamps({n // 2}, {n - n // 2}, random_state={seed})\n"
+            f"clf = CutoutClassifier(epochs=1, random_state={seed}).fit(X, y)\n"
+            "save_model(clf, sys.argv[1])\n",
+            str(path),
+        ]
+    )
+    return path
+
+
+def compare_tables(baseline_dat, otrain_dat):
+    """(rows in common, rows of each, largest |label1 difference|) by file name."""
+    from astropy.table import Table
+
+    base = Table.read(baseline_dat, format="ascii.commented_header")
+    ours = Table.read(otrain_dat, format="ascii.commented_header")
+    b = {
+        str(Path(f).resolve()): float(p)
+        for f, p in zip(base["filename"], base["label1"], strict=True)
+    }
+    o = {
+        str(Path(f).resolve()): float(p)
+        for f, p in zip(ours["filename"], ours["label1"], strict=True)
+    }
+    common = sorted(set(b) & set(o))
+    diff = max((abs(b[f] - o[f]) for f in common), default=float("nan"))
+    return len(common), len(b), len(o), diff
+
+
+def main(argv=None):
+    parser = ArgumentParser(description=description(__doc__), formatter_class=formatter())
+    add_common_arguments(parser, repeats=5)
+    parser.add_argument("--n", type=int, default=None, help="candidates (default 4000)")
+    parser.add_argument(
+        "--n-jobs", type=int, default=None, help="--n-jobs for otrain-infer (default: its own)"
+    )
+    args = parse(parser, argv)
+    if args.quick:
+        args.n = args.n or 400
+        args.repeats = min(args.repeats, 2)
+    n = args.n or 4000
+
+    with workdir(args) as root:
+        cutouts = candidate_files(root / f"candidates{n}", n)
+        model = make_model(root / "default-1epoch.keras")
+        base_out = root / "baseline-results"
+        baseline_cmd = [
+            sys.executable,
+            str(BASELINES / "otrain_infer.py"),
+            "--cutouts",
+            str(cutouts),
+            "--model",
+            str(model),
+            "--outdir",
+            str(base_out),
+        ]
+        otrain_cmd = [tool("otrain-infer"), "--cutouts", str(cutouts), "--model", str(model)]
+        if args.n_jobs is not None:
+            otrain_cmd += ["--n-jobs", str(args.n_jobs)]
+        say(f"scoring {n} candidates")
+        runs = alternate(
+            {
+                "O'TRAIN infer": lambda: run_command(baseline_cmd),
+                "otrain-infer": lambda: run_command(otrain_cmd),
+            },
+            args.repeats,
+        )
+        common, n_base, n_ours, diff = compare_tables(
+            base_out / "infer_results.dat", cutouts / "infer_results.dat"
+        )
+
+    t_base = median([r.wall for r in runs["O'TRAIN infer"]])
+    t_ours = median([r.wall for r in runs["otrain-infer"]])
+    ratio = t_base / t_ours
+    same = common == n_base == n_ours and np.isfinite(diff) and diff <= AGREEMENT
+    check = (
+        f"{common} rows in both; max label1 difference {diff:.2g}"
+        f" ({'within' if same else 'NOT within'} {AGREEMENT:g})"
+    )
+    if not common == n_base == n_ours:
+        check += f"; rows: O'TRAIN {n_base}, otrain {n_ours}"
+    print(f"\nMachine: {machine_text()}\n")
+    print(
+        markdown_table(
+            ["what", "files", "O'TRAIN's way", "otrain", "speed-up", "target", "", "check"],
+            [
+                [
+                    "`otrain-infer`, 64x64, default network",
+                    n,
+                    f"{t_base:.2f} s ({n / t_base:.0f} files/s)",
+                    f"{t_ours:.2f} s ({n / t_ours:.0f} files/s)",
+                    f"{ratio:.2f}x",
+                    f">= {SPEED_TARGET:g}x",
+                    verdict(ratio >= SPEED_TARGET),
+                    check,
+                ]
+            ],
+        )
+    )
+    peak_base = median([r.maxrss for r in runs["O'TRAIN infer"]])
+    peak_ours = median([r.maxrss for r in runs["otrain-infer"]])
+    print(
+        f"\nMedians of {args.repeats} alternating runs after one warm-up each; speed-up = "
+        f"O'TRAIN's time / otrain's time. Peak RSS: O'TRAIN {peak_base / 1e6:.0f} MB, "
+        f"otrain {peak_ours / 1e6:.0f} MB (main process)."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except CommandError as err:
+        print(f"infer.py: error: {err}", file=sys.stderr)
+        sys.exit(1)
