@@ -7,15 +7,13 @@ what was wrong, with which file or value, and how to fix it: the command-line to
 print them as one line.
 """
 
-from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
-
 __all__ = [
     "OTrainError",
     "CutoutError",
     "DatacubeError",
     "ModelFileError",
     "OutputError",
-    "NotFittedError",
+    "NotFittedError",  # noqa: F822 - served by __getattr__, below
 ]
 
 
@@ -52,5 +50,18 @@ class OutputError(OTrainError, OSError):
     """An output file or folder cannot be written."""
 
 
-class NotFittedError(OTrainError, _SklearnNotFittedError):
-    """A classifier is used for prediction before it was fitted or loaded."""
+def __getattr__(name):
+    # NotFittedError subclasses scikit-learn's, and importing scikit-learn costs most
+    # of a second: the class is made on first use, so that the commands that only
+    # read files (otrain-convert) start fast. It is then a plain module attribute.
+    if name == "NotFittedError":
+        from sklearn.exceptions import NotFittedError as sklearn_not_fitted
+
+        class NotFittedError(OTrainError, sklearn_not_fitted):
+            """A classifier is used for prediction before it was fitted or loaded."""
+
+        NotFittedError.__module__ = __name__
+        NotFittedError.__qualname__ = name
+        globals()[name] = NotFittedError
+        return NotFittedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,232 @@
+"""The fast reading path gives exactly what fits.open gives, or leaves the file to it.
+
+``otrain.cutouts`` reads plain cutouts without ``fits.open`` (see the comment above
+``_read_plain``): these tests compare the two paths pixel by pixel and keyword by
+keyword on real and synthetic files, check that every unusual file goes to
+``fits.open``, and that parallel reading (forked or loky workers) gives the cube and
+table of serial reading.
+"""
+
+import gzip
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from conftest import write_stamp, write_triplet
+
+from otrain import CutoutError, datasets, load_cutouts, read_cutout
+from otrain import cutouts as reading
+
+TRIPLET = ("SCI", "REF", "DIFF")
+
+
+def _same(fast, slow):
+    """Assert two (image, keywords) results are identical, NaN for NaN."""
+    np.testing.assert_array_equal(fast[0], slow[0])
+    assert fast[0].dtype == slow[0].dtype == np.float32
+    assert fast[1].keys() == slow[1].keys()
+    for key, value in fast[1].items():
+        other = slow[1][key]
+        assert type(value) is type(other), key
+        assert value == other or (math.isnan(value) and math.isnan(other)), key
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        "MAG     =              19.6318",
+        "MAG     =        18.0290241241 / calibrated magnitude",
+        "MAG     = -.5E-3",
+        "MAG     = 1.",
+        "MAG     = 1.5D3",
+        "MAG     = 1e5",
+        "MAG     = 1.0E+400",
+        "MAG     = -0.0",
+        "NAXIS1  =                   63",
+        "NAXIS1  = +7",
+        "CANDID  = 123456789012345678901234",
+        "EDGE    =                    T",
+        "EDGE    =                    F / flag",
+        "EDGE    = 'False   '",
+        "FILTER  = 'g       '",
+        "FILE    = 'field003.fits'",
+        "FILE    = '   leading'",
+        "FILE    = '        '",
+        "FILE    = ''",
+        "FILE    = 'O''HARA'",
+        "FILE    = 'abc' / it's a comment",
+        "MAG     = (1, 2)",
+        "MAG     =",
+    ],
+)
+def test_card_values_are_astropys(card):
+    image = card.ljust(80)
+    ours = reading._card_value.__wrapped__(image.encode("ascii"))
+    theirs = fits.Card.fromstring(image).value
+    assert type(ours) is type(theirs)
+    assert ours == theirs or (isinstance(ours, float) and math.isnan(ours) and math.isnan(theirs))
+
+
+@pytest.mark.parametrize("channels", [TRIPLET, ("DIFF",), ("REF", "SCI")])
+def test_real_ztf_files_read_alike(ztf_folder, channels):
+    paths = sorted((ztf_folder / "cutouts").glob("*.fits"))
+    assert len(paths) == 264
+    for path in paths:
+        assert reading._read_plain(str(path), channels) is not None
+        _same(reading._read(path, channels, -1), reading._read_astropy(str(path), channels, -1))
+
+
+@pytest.mark.parametrize("triplets", [False, True])
+def test_synthetic_files_read_alike(tmp_path, triplets):
+    datasets.make_training_set(tmp_path, n_real=15, n_bogus=15, triplets=triplets)
+    channels = TRIPLET if triplets else ("DIFF",)
+    paths = sorted(str(p) for p in tmp_path.glob("*/*.fits"))
+    for path in paths:
+        assert reading._read_plain(path, channels) is not None
+        _same(reading._read(path, channels, 17), reading._read_astropy(path, channels, 17))
+
+
+def _scaled(path):
+    hdu = fits.PrimaryHDU(np.arange(64, dtype=np.int16).reshape(8, 8))
+    hdu.header["BSCALE"] = 0.5
+    hdu.header["BZERO"] = 10.0
+    hdu.writeto(path)
+
+
+def _blank(path):
+    hdu = fits.PrimaryHDU(np.arange(64, dtype=np.int16).reshape(8, 8))
+    hdu.header["BLANK"] = 3
+    hdu.writeto(path)
+
+
+def _unsigned(path):
+    fits.PrimaryHDU(np.arange(64, dtype=np.uint16).reshape(8, 8) + 40000).writeto(path)
+
+
+def _compressed(path):
+    image = fits.CompImageHDU(np.arange(64, dtype=np.float32).reshape(8, 8), name="DIFF")
+    fits.HDUList([fits.PrimaryHDU(), image]).writeto(path)
+
+
+def _gzipped(path):
+    write_stamp(path.with_suffix(".tmp"), np.ones((8, 8)), MAG=18.0)
+    path.write_bytes(gzip.compress(path.with_suffix(".tmp").read_bytes()))
+
+
+def _degenerate_cube(path):
+    write_stamp(path, np.ones((1, 8, 8)), MAG=18.0)
+
+
+def _long_string(path):
+    write_stamp(path, np.ones((8, 8)), FILE="x" * 100, MAG=18.0)
+
+
+def _table_then_image(path):
+    table = fits.BinTableHDU.from_columns([fits.Column(name="a", format="E", array=[1.0, 2.0])])
+    image = fits.ImageHDU(np.ones((8, 8), np.float32), name="DIFF")
+    fits.HDUList([fits.PrimaryHDU(), table, image]).writeto(path)
+
+
+@pytest.mark.parametrize(
+    "write, plain",
+    [
+        (_scaled, False),
+        (_blank, False),
+        (_unsigned, False),
+        (_compressed, False),
+        (_gzipped, False),
+        (_degenerate_cube, False),
+        (_long_string, False),
+        (_table_then_image, True),
+    ],
+)
+def test_unusual_files_are_read_as_fits_open_reads_them(tmp_path, write, plain):
+    path = tmp_path / "stamp.fits"
+    write(path)
+    assert (reading._read_plain(str(path), ("DIFF",)) is not None) is plain
+    _same(read_cutout(path), reading._read_astropy(str(path), ("DIFF",), -1))
+
+
+def test_truncated_and_padded_files_go_to_fits_open(tmp_path):
+    path = write_stamp(tmp_path / "a.fits", np.ones((64, 64)), MAG=18.0)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(data[: len(data) - 3000])
+    assert reading._read_plain(str(cut), ("DIFF",)) is None
+    with pytest.raises(CutoutError, match="cut.fits: not a readable FITS file"):
+        read_cutout(cut)
+    padded = tmp_path / "padded.fits"
+    padded.write_bytes(data + b"\0" * 2880)
+    assert reading._read_plain(str(padded), ("DIFF",)) is None
+
+
+def test_missing_channel_error_still_comes_from_fits_open(tmp_path):
+    path = write_triplet(tmp_path / "t.fits", *(np.ones((8, 8)),) * 3)
+    assert reading._read_plain(str(path), ("PSF",)) is None
+    with pytest.raises(CutoutError, match="no image HDU named PSF"):
+        read_cutout(path, channels=("PSF",))
+
+
+def test_compact_keeps_order_in_place():
+    out = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    ok = np.array([0, 1, 1, 0, 0, 1, 0, 1, 1, 1], dtype=bool)
+    kept = reading._compact(out, ok)
+    assert np.shares_memory(kept, out)
+    assert kept.ravel().tolist() == [1, 2, 5, 7, 8, 9]
+
+
+def _stamps_with_bad_files(folder, n=60):
+    rng = np.random.default_rng(0)
+    paths = [
+        str(write_stamp(folder / f"{i:03d}.fits", rng.normal(size=(8, 8)), MAG=float(i)))
+        for i in range(n)
+    ]
+    (folder / "010.fits").write_text("not FITS")
+    write_stamp(folder / "020.fits", np.ones((9, 9)))
+    return paths
+
+
+def test_loky_workers_give_the_serial_cube(tmp_path, monkeypatch):
+    paths = _stamps_with_bad_files(tmp_path)
+    serial = load_cutouts(paths, on_error="skip")
+    monkeypatch.setattr(reading, "_can_fork", lambda: False)
+    monkeypatch.setattr(reading, "_effective_jobs", lambda *args: 2)
+    parallel = load_cutouts(paths, n_jobs=2, on_error="skip")
+    np.testing.assert_array_equal(serial[0], parallel[0])
+    assert list(serial[1]["mag"]) == list(parallel[1]["mag"])
+    assert [p for p, _ in parallel[2]] == [paths[10], paths[20]]
+
+
+def test_forked_workers_give_the_serial_cube(tmp_path):
+    # Forking is only done where TensorFlow is not loaded, so this runs in a fresh
+    # interpreter rather than in the test process.
+    _stamps_with_bad_files(tmp_path)
+    script = textwrap.dedent(
+        f"""
+        import glob
+        import numpy as np
+        from otrain import cutouts, CutoutError
+        paths = sorted(glob.glob({str(tmp_path)!r} + "/*.fits"))
+        serial = cutouts.load_cutouts(paths, on_error="skip")
+        assert cutouts._can_fork()
+        cutouts._effective_jobs = lambda *args: 2
+        forked = cutouts.load_cutouts(paths, n_jobs=2, on_error="skip")
+        assert isinstance(forked[0].base, np.ndarray)  # the shared buffer
+        np.testing.assert_array_equal(serial[0], forked[0])
+        assert list(serial[1]["mag"]) == list(forked[1]["mag"]) and len(serial[0]) == 58
+        assert [p for p, _ in forked[2]] == [paths[10], paths[20]]
+        try:
+            cutouts.load_cutouts(paths, n_jobs=2)
+        except CutoutError as err:
+            print("raised:", err)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "raised:" in result.stdout and "010.fits: not a readable FITS file" in result.stdout
