@@ -32,6 +32,9 @@ _LAZY = {
     "CutoutClassifier": "otrain.classifier",
     "load_model": "otrain.model_files",
     "save_model": "otrain.model_files",
+    # Dask is imported by otrain.cluster's functions, never by the import.
+    "score_files_distributed": "otrain.cluster",
+    "ClusterError": "otrain.cluster",
 }
 
 __all__ = ["__version__", *_LAZY]

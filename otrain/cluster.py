@@ -298,7 +298,11 @@ _MODELS_LOCK = threading.Lock()
 def _worker_model(path, channels, normalisation):
     from .model_files import load_model
 
-    stat = os.stat(path)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        # Missing here: load_model says so, naming the file and the fix.
+        return load_model(path, channels=channels, normalisation=normalisation)
     key = (path, stat.st_mtime_ns, stat.st_size, channels, normalisation)
     with _MODELS_LOCK:
         classifier = _MODELS.get(key)
@@ -314,8 +318,6 @@ def _score_chunk_task(model_path, load, chunk, index, options):
     """Score one chunk of files on a worker (the task sent by the client)."""
     from .inference import score_files
 
-    # On a worker started before prepare_workers was registered, the first
-    # TensorFlow call would size its pools to the whole node.
     classifier = _worker_model(model_path, *load)
     return score_files(
         classifier, chunk, n_jobs=1, chunk_size=max(1, len(chunk)), first_chunk=index, **options
@@ -327,7 +329,7 @@ def score_files_distributed(
     paths,
     client,
     *,
-    chunk_size=4096,
+    chunk_size=None,
     threshold=None,
     mc_samples=None,
     random_state=None,
@@ -361,10 +363,11 @@ def score_files_distributed(
         such as :func:`otrain.datacube.iter_cutouts` streams millions of files.
     client : distributed.Client
         Connected to the cluster (see :func:`connect`).
-    chunk_size : int, default 4096
-        Files per task. Smaller chunks spread a few thousand files over many
-        workers; larger ones cost less scheduling. A worker holds a few chunks'
-        pixels at once (4096 stamps of 64x64x3 float32: 200 MB).
+    chunk_size : int, optional
+        Files per task; default: that of :func:`otrain.inference.score_files`.
+        Smaller chunks spread a few thousand files over many workers; larger ones
+        cost less scheduling. A worker holds a chunk's pixels per thread (1024
+        stamps of 64x64x3 float32: 50 MB).
     threshold, mc_samples, random_state
         As in :func:`otrain.inference.score_files`.
     channels, normalisation : optional
@@ -408,6 +411,8 @@ def score_files_distributed(
 
     from .diagnostics import _check_threshold
 
+    if chunk_size is None:
+        from .inference import _CHUNK as chunk_size
     chunk_size = _positive_int("chunk_size", chunk_size)
     if max_in_flight is None:
         threads = sum(client.nthreads().values())
@@ -483,12 +488,14 @@ def score_files_distributed(
     tables = [table for table, summary in ordered if summary["n_scored"]]
     table = vstack(tables, metadata_conflicts="silent") if tables else ordered[0][0].copy()
     table.meta["threshold"] = summaries[0]["threshold"]
+    # Keys other than the counts (the threshold, and any score_files may add) are
+    # the same for every chunk.
     summary = {
+        **summaries[0],
         "n_files": sum(s["n_files"] for s in summaries),
         "n_scored": len(table),
         "n_edge": sum(s["n_edge"] for s in summaries),
         "skipped": [item for s in summaries for item in s["skipped"]],
-        "threshold": summaries[0]["threshold"],
     }
     return table, summary
 

@@ -98,6 +98,7 @@ def dataset_size_curve(
     n_jobs=1,
     min_size=None,
     verbose=0,
+    client=None,
 ):
     """Train and score a classifier on growing training sets (a learning curve).
 
@@ -134,6 +135,12 @@ def dataset_size_curve(
     verbose : int, default 0
         Progress messages: the plan (sizes and number of trainings), then
         scikit-learn's and joblib's lines as trainings end.
+    client : distributed.Client, optional
+        Run the trainings on the workers of this Dask cluster (joblib's Dask
+        backend; ``n_jobs`` is then ignored), each worker's TensorFlow limited to
+        its own threads (:func:`otrain.cluster.prepare_workers`). The table is
+        the one of a local run with the same seeds. The cube is sent to the
+        workers once.
 
     Returns
     -------
@@ -203,7 +210,7 @@ def dataset_size_curve(
     # learning_curve takes a single score, cross_validate several at once, and it
     # runs all n_sizes x folds trainings in one parallel pool.
     pairs = [(train[:n], test) for n in sizes for train, test in splits]
-    with _worker_threads(n_jobs):
+    with _worker_threads(n_jobs, client):
         out = cross_validate(
             estimator,
             cube.cube,
@@ -592,8 +599,11 @@ def _write_table(table, path, fmt):
 
 
 @contextmanager
-def _worker_threads(n_jobs):
+def _worker_threads(n_jobs, client=None):
     """Limit the threads of each parallel training to ``cores // n_jobs``.
+
+    With a Dask ``client``, the trainings run on its workers instead, each
+    worker's TensorFlow limited to the worker's threads.
 
     TensorFlow sizes its thread pools from ``TF_NUM_INTRAOP_THREADS`` and
     ``TF_NUM_INTEROP_THREADS`` when its runtime starts. The loky worker processes are
@@ -603,6 +613,13 @@ def _worker_threads(n_jobs):
     """
     from joblib import cpu_count, effective_n_jobs, parallel_config
 
+    if client is not None:
+        from .cluster import prepare_workers
+
+        prepare_workers(client)
+        with parallel_config(backend="dask", client=client):
+            yield
+        return
     n_jobs = effective_n_jobs(n_jobs)
     if n_jobs == 1:
         yield

@@ -2,7 +2,7 @@
 
 import sys
 
-from ._common import comma_list, make_parser, run, say
+from ._common import comma_list, make_parser, positive_int, run, say
 
 PROG = "otrain-infer"
 
@@ -15,7 +15,9 @@ def build_parser():
         "label1 >= the model's threshold, 0.5 if it stores none) and "
         "CUTOUTS/infer_results.ecsv (with the model, threshold and otrain version in its "
         "metadata). A calibrated model gives calibrated probabilities.",
-        epilog="example: otrain-infer --cutouts candidates --model model/CNN_training/test.h5",
+        epilog="example: otrain-infer --cutouts candidates --model model/CNN_training/test.h5\n"
+        "on a Dask cluster: otrain-infer --cutouts candidates --model model.keras "
+        "--scheduler tcp://host:8786",
     )
     parser.add_argument("--cutouts", required=True, help="folder holding the candidate cutouts")
     parser.add_argument("--model", required=True, help="model file (.h5 or .keras)")
@@ -59,8 +61,30 @@ def build_parser():
         help="Monte-Carlo dropout: score each cutout N times with dropout on; label1 is "
         "the mean and label1_std the spread (the network's uncertainty)",
     )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo dropout draws")
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the Monte-Carlo dropout draws"
+        "--chunk-size",
+        type=positive_int,
+        default=None,
+        help="files read and scored at a time (default: otrain.inference.score_files' "
+        "own); on a cluster, files per task: smaller chunks spread a few thousand "
+        "files over more workers. Monte-Carlo draws depend on it: compare runs with "
+        "the same value",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="score on a Dask cluster: the scheduler's address (tcp://host:8786) or its "
+        'scheduler file (JSON). Needs pip install "otrain[dask]"; the workers read the '
+        "model and the cutouts under the same paths. --n-jobs is then ignored",
+    )
+    parser.add_argument(
+        "--scheduler-timeout",
+        type=float,
+        default=60,
+        metavar="SECONDS",
+        help="how long to wait for the scheduler, then for a first worker",
     )
     return parser
 
@@ -93,15 +117,17 @@ def _infer(args):
         say(f"the model is calibrated ({classifier.calibration_.method}): label1 is calibrated")
     if args.mc_samples is not None:
         say(f"Monte-Carlo dropout: {args.mc_samples} draws per cutout (seed {args.seed})")
-    table, summary = score_files(
-        classifier,
-        paths,
-        n_jobs=args.n_jobs,
-        progress=lambda n: say(f"  {n}/{len(paths)} read and scored"),
-        threshold=threshold,
-        mc_samples=args.mc_samples,
-        random_state=args.seed,
-    )
+    scoring = {
+        **({} if args.chunk_size is None else {"chunk_size": args.chunk_size}),
+        "progress": lambda n: say(f"  {n}/{len(paths)} read and scored"),
+        "threshold": threshold,
+        "mc_samples": args.mc_samples,
+        "random_state": args.seed,
+    }
+    if args.scheduler is None:
+        table, summary = score_files(classifier, paths, n_jobs=args.n_jobs, **scoring)
+    else:
+        table, summary = _score_on_cluster(args, paths, scoring)
     if summary["n_scored"] == 0 and summary["skipped"]:
         from ..exceptions import CutoutError
 
@@ -138,6 +164,26 @@ def _infer(args):
             say(f"label1_std from {float(std.min()):.3g} to {float(std.max()):.3g}")
     say(f"results written to {dat} and {ecsv}")
     return 0
+
+
+def _score_on_cluster(args, paths, scoring):
+    from ..cluster import connect, score_files_distributed
+
+    say(f"connecting to the Dask scheduler {args.scheduler} ...")
+    with connect(args.scheduler, timeout=args.scheduler_timeout) as client:
+        workers = client.nthreads()
+        say(
+            f"{len(workers)} workers, {sum(workers.values())} threads: chunks of "
+            f"{args.chunk_size or 'the default number of'} files scored on the workers"
+        )
+        return score_files_distributed(
+            args.model,
+            paths,
+            client,
+            channels=args.channels,
+            normalisation=args.normalisation,
+            **scoring,
+        )
 
 
 def main(argv=None):

@@ -26,7 +26,8 @@ example:
 Each of the N_SECTIONS sizes is trained FOLDS times (N_SECTIONS x FOLDS networks of
 at most EPOCHS epochs each): start with few sections and the vgg6 network to see how
 long one training takes. --n-jobs trains several networks at once, each limited to
-cores / n-jobs threads.
+cores / n-jobs threads. --scheduler trains them on the workers of a Dask cluster
+instead (one training per worker thread), with the same results.
 """
 
 
@@ -81,6 +82,21 @@ def build_parser():
         type=int,
         default=1,
         help="Networks trained at once, each in its own process (-1: one per core).",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="Train on a Dask cluster: the scheduler's address (tcp://host:8786) or its "
+        'scheduler file (JSON); --n-jobs is then ignored. Needs pip install "otrain[dask]".',
+    )
+    parser.add_argument(
+        "--scheduler-timeout",
+        dest="scheduler_timeout",
+        type=float,
+        default=60,
+        metavar="SECONDS",
+        help="How long to wait for the scheduler, then for a first worker.",
     )
     # Names are checked against otrain.networks once the command runs: importing it
     # here would load TensorFlow for --help.
@@ -161,17 +177,26 @@ def _body(args):
         epochs=args.epochs,
         random_state=args.seed,
     )
-    table = dataset_size_curve(
-        args.cube,
-        estimator=estimator,
-        n_sections=args.n_sections,
-        folds=args.folds,
-        random_state=args.seed,
-        n_jobs=args.n_jobs,
-        min_size=args.min_size,
+    settings = {
+        "estimator": estimator,
+        "n_sections": args.n_sections,
+        "folds": args.folds,
+        "random_state": args.seed,
+        "n_jobs": args.n_jobs,
+        "min_size": args.min_size,
         # One line per finished training, and joblib's running count.
-        verbose=2,
-    )
+        "verbose": 2,
+    }
+    if args.scheduler is None:
+        table = dataset_size_curve(args.cube, **settings)
+    else:
+        from ..cluster import connect
+
+        say(f"connecting to the Dask scheduler {args.scheduler} ...")
+        with connect(args.scheduler, timeout=args.scheduler_timeout) as client:
+            workers = client.nthreads()
+            say(f"training on {len(workers)} workers, {sum(workers.values())} threads")
+            table = dataset_size_curve(args.cube, client=client, **settings)
     paths = write_dataset_size_report(table, outdir, args.tolerance, name=name)
     say(format_dataset_size_table(table))
     say(f"wrote {len(paths)} files to {outdir}: {', '.join(p.name for p in paths.values())}")
