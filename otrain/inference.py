@@ -44,8 +44,9 @@ _FROM_KEYWORDS = {
 #: Columns of the result table: O'TRAIN's, in its order, then the 0/1 call.
 RESULT_COLUMNS = (*_FROM_KEYWORDS, "label0", "label1", "label")
 
-# Files read and scored per chunk: ~4096 x 64 x 64 x 3 float32 = 200 MB at most.
-_CHUNK = 4096
+# Files read and scored per chunk: 1024 x 64 x 64 x 3 float32 = 50 MB; small enough
+# for reading and scoring to overlap from the second chunk on.
+_CHUNK = 1024
 
 
 def score_files(
@@ -58,6 +59,7 @@ def score_files(
     threshold=None,
     mc_samples=None,
     random_state=None,
+    precision="auto",
     first_chunk=0,
 ):
     """Score cutout files with a fitted classifier.
@@ -65,7 +67,8 @@ def score_files(
     Files are read with the classifier's channels (``channels_``) and centre-cropped
     to its stamp size when larger. Cutouts flagged ``EDGE='True'`` and unreadable
     files are skipped and reported. Probabilities are calibrated when the classifier
-    is (``calibration_``).
+    is (``calibration_``). Files are read in chunks, each chunk read by a background
+    thread while the network scores the one before.
 
     Parameters
     ----------
@@ -74,8 +77,8 @@ def score_files(
     paths : iterable of str or path-like
         Cutout files; consumed lazily, chunk by chunk.
     n_jobs : int or None, default None
-        Worker processes for reading.
-    chunk_size : int, default 4096
+        Worker processes for reading (see :func:`otrain.cutouts.load_cutouts`).
+    chunk_size : int, default 1024
         Files read and scored at a time.
     progress : callable, optional
         Called as ``progress(n_done)`` after each chunk.
@@ -84,14 +87,19 @@ def score_files(
         classifier's ``threshold_`` (stored in its model file), else 0.5.
     mc_samples : int, optional
         Monte-Carlo dropout draws (see ``CutoutClassifier.predict_proba_mc``):
-        ``label0``/``label1`` are then the means and ``label1_std`` is added.
+        ``label0``/``label1`` are then the means and ``label1_std`` is added. Always
+        in float32.
     random_state : int, optional
-        Seed of the Monte-Carlo dropout draws: chunk ``k`` of the files (counted from
-        ``first_chunk``) is drawn with the seed ``[random_state, k]``.
+        Seed of the Monte-Carlo dropout draws.
+    precision : {"auto", "float32", "bfloat16"}, default "auto"
+        Precision of the forward pass; ``"auto"`` takes bfloat16 only where the
+        hardware has it and the model's stored check allows it (see
+        :mod:`otrain.precision`).
     first_chunk : int, default 0
-        Number of the first chunk, for those seeds: scoring chunk ``k`` of a long list
-        alone with ``first_chunk=k`` gives the draws of the whole run (this is how
-        :func:`otrain.cluster.score_files_distributed` scores chunks on workers).
+        Number of the first chunk. Monte-Carlo draws of chunk ``k`` are seeded with
+        ``[random_state, k]``, so that a task scoring chunk ``k`` of a longer list on
+        its own (see :func:`otrain.cluster.score_files_distributed`) draws as the
+        whole run would.
 
     Returns
     -------
@@ -99,10 +107,13 @@ def score_files(
         One row per scored cutout, :data:`RESULT_COLUMNS` (and ``label1_std``); the
         threshold used is in ``table.meta["threshold"]``.
     summary : dict
-        ``n_files``, ``n_scored``, ``n_edge``, ``skipped`` (list of (path, reason))
-        and ``threshold``.
+        ``n_files``, ``n_scored``, ``n_edge``, ``skipped`` (list of (path, reason)),
+        ``threshold``, ``precision`` (the one used) and ``precision_note`` (why).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from .diagnostics import _check_threshold
+    from .precision import choose_precision
     from .thresholds import DEFAULT_THRESHOLD
 
     if threshold is None:
@@ -110,6 +121,10 @@ def score_files(
     threshold = _check_threshold(DEFAULT_THRESHOLD if threshold is None else threshold)
     if mc_samples is not None and int(mc_samples) < 2:
         raise ValueError(f"mc_samples must be at least 2, got {mc_samples}")
+    if mc_samples is None:
+        scorer, used, note = choose_precision(classifier, precision)
+    else:
+        scorer, used, note = classifier, "float32", "Monte-Carlo dropout scores in float32"
     scoring = {
         "threshold": threshold,
         "mc_samples": mc_samples,
@@ -120,24 +135,29 @@ def score_files(
     channels = getattr(classifier, "channels_", None) or ("DIFF",)
     tables, skipped = [], []
     n_files = n_edge = 0
-    chunk = []
-    for path in _iterate(paths):
-        chunk.append(path)
-        if len(chunk) == chunk_size:
-            n_edge += _score_chunk(
-                classifier, chunk, channels, input_shape, n_jobs, tables, skipped, scoring
+
+    def read(chunk):
+        return chunk, _read_chunk(chunk, channels, input_shape, n_jobs)
+
+    # One reader thread: the next chunk is read while the network (which releases
+    # the GIL) scores this one, and at most two chunks are in memory.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="otrain-reader") as reader:
+        pending = None
+        for chunk in _chunks(paths, chunk_size):
+            upcoming = reader.submit(read, chunk)
+            if pending is not None:
+                n_files, n_edge = _score_read(
+                    scorer, pending.result(), tables, skipped, scoring, n_files, n_edge
+                )
+                if progress is not None:
+                    progress(n_files)
+            pending = upcoming
+        if pending is not None:
+            n_files, n_edge = _score_read(
+                scorer, pending.result(), tables, skipped, scoring, n_files, n_edge
             )
-            n_files += len(chunk)
-            chunk = []
             if progress is not None:
                 progress(n_files)
-    if chunk:
-        n_edge += _score_chunk(
-            classifier, chunk, channels, input_shape, n_jobs, tables, skipped, scoring
-        )
-        n_files += len(chunk)
-        if progress is not None:
-            progress(n_files)
     table = (
         vstack(tables, metadata_conflicts="silent")
         if tables
@@ -150,16 +170,24 @@ def score_files(
         "n_edge": n_edge,
         "skipped": skipped,
         "threshold": threshold,
+        "precision": used,
+        "precision_note": note,
     }
     return table, summary
 
 
-def _iterate(paths):
+def _chunks(paths, size):
+    chunk = []
     for path in paths:
-        yield str(path)
+        chunk.append(str(path))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
-def _score_chunk(classifier, chunk, channels, input_shape, n_jobs, tables, skipped, scoring):
+def _read_chunk(chunk, channels, input_shape, n_jobs):
     cube, keywords, bad = load_cutouts(
         chunk,
         channels=channels,
@@ -168,27 +196,28 @@ def _score_chunk(classifier, chunk, channels, input_shape, n_jobs, tables, skipp
         on_error="skip",
         shape=input_shape,
     )
-    skipped.extend(bad)
     edge = np.asarray(keywords["edge"], dtype=bool)
     if edge.any():
         cube, keywords = cube[~edge], keywords[~edge]
+    return cube, keywords, bad, int(edge.sum())
+
+
+def _score_read(classifier, read, tables, skipped, scoring, n_files, n_edge):
+    chunk, (cube, keywords, bad, edge) = read
+    skipped.extend(bad)
     if len(cube):
         std = None
         if scoring["mc_samples"] is None:
             proba = classifier.predict_proba(cube)
         else:
             # Each chunk gets its own, reproducible seed: one seed for all chunks
-            # would repeat the same dropout masks chunk after chunk. The seed follows
-            # the chunk's position in the file list, so chunks scored apart (on Dask
-            # workers) draw what one run draws.
+            # would repeat the same dropout masks chunk after chunk.
             seed = scoring["random_state"]
             seed = None if seed is None else [int(seed), scoring["chunk"]]
-            proba, std = classifier.predict_proba_mc(
-                cube, scoring["mc_samples"], random_state=seed
-            )
+            proba, std = classifier.predict_proba_mc(cube, scoring["mc_samples"], random_state=seed)
         tables.append(_result_table(keywords, proba, scoring["threshold"], std))
     scoring["chunk"] += 1
-    return int(edge.sum())
+    return n_files + len(chunk), n_edge + edge
 
 
 def _result_table(keywords, proba, threshold, std=None):

@@ -92,7 +92,8 @@ def save_model(estimator, path, *, channels=None, extra=None):
     extra : dict, optional
         More JSON-able metadata to store, e.g. ``{"threshold": 0.37}`` (the decision
         threshold, overriding the classifier's ``threshold_``). The classifier's
-        ``calibration_`` and ``threshold_``, when set, are stored too.
+        ``calibration_``, ``threshold_`` and ``bfloat16_check_`` (see
+        :func:`otrain.precision.check_bfloat16`), when set, are stored too.
 
     Returns
     -------
@@ -102,9 +103,7 @@ def save_model(estimator, path, *, channels=None, extra=None):
     classifier, loader = _unwrap(estimator)
     path = Path(path)
     if path.suffix not in MODEL_SUFFIXES:
-        raise ModelFileError(
-            f"{path}: a model file must end in .keras or .h5; rename the output"
-        )
+        raise ModelFileError(f"{path}: a model file must end in .keras or .h5; rename the output")
     input_shape = tuple(int(s) for s in classifier.model_.input_shape[1:])
     if channels is None:
         channels = loader.channels if loader is not None else getattr(classifier, "channels_", None)
@@ -132,6 +131,8 @@ def save_model(estimator, path, *, channels=None, extra=None):
         record["calibration"] = calibration.to_record()
     if getattr(classifier, "threshold_", None) is not None:
         record["threshold"] = float(classifier.threshold_)
+    if getattr(classifier, "bfloat16_check_", None) is not None:
+        record["bfloat16_check"] = dict(classifier.bfloat16_check_)
     record.update(extra or {})
     if record.get("threshold") is not None:
         from .diagnostics import _check_threshold
@@ -249,8 +250,9 @@ def load_model(path, *, channels=None, normalisation=None):
     CutoutClassifier
         Fitted, ready for ``predict_proba``; ``channels_`` holds the channel names,
         ``model_file_record_`` the stored metadata, ``threshold_`` the stored decision
-        threshold (None if none) and ``calibration_`` the stored calibration (None if
-        none; ``predict_proba`` applies it).
+        threshold (None if none), ``calibration_`` the stored calibration (None if
+        none; ``predict_proba`` applies it) and ``bfloat16_check_`` the stored
+        bfloat16 check (None if none; see :mod:`otrain.precision`).
 
     Raises
     ------
@@ -443,6 +445,10 @@ def _classifier_from(model, record, path):
     classifier.channels_ = tuple(record["channels"])
     classifier.model_file_record_ = record
     classifier.threshold_ = record.get("threshold")
+    check = record.get("bfloat16_check")
+    classifier.bfloat16_check_ = (
+        check if isinstance(check, dict) and "max_difference" in check else None
+    )
     classifier.calibration_ = None
     if record.get("calibration") is not None:
         from .calibration import Calibration

@@ -140,6 +140,7 @@ def _train(args):
     train_on_cube(train, classifier)
     n_epochs = len(classifier.history_["loss"])
     valid, threshold, extra = _tune(classifier, valid, args, report_dir)
+    _check_bfloat16(classifier, valid)
     save_model(classifier, model_file, channels=cube.channels, extra=extra)
     valid.save(report_dir / "validation_set" / "datacube" / "cube_validation.npz")
     p_real = classifier.predict_proba(valid.cube)[:, 1]
@@ -163,6 +164,22 @@ def _train(args):
     say(f"model written to {model_file}")
     say(f"plots, diagnostics and validation cube in {report_dir}")
     return 0
+
+
+def _check_bfloat16(classifier, valid):
+    """Store how far bfloat16 scoring moves P(real) on the validation cutouts."""
+    from ..precision import check_bfloat16
+
+    check = check_bfloat16(classifier, valid.cube)
+    verdict = (
+        "otrain-infer will score in bfloat16 where the CPU has it"
+        if check["passed"]
+        else f"over {check['tolerance']:g}: otrain-infer will score in float32"
+    )
+    say(
+        f"bfloat16 check: P(real) moves by at most {check['max_difference']:.2g} on the "
+        f"{check['n_stamps']} validation cutouts ({verdict})"
+    )
 
 
 def _tune(classifier, valid, args, report_dir):
@@ -193,13 +210,13 @@ def _tune(classifier, valid, args, report_dir):
     )
     extra = {}
     if args.calibrate:
-        before = binary_diagnostics(
-            evaluate.labels, classifier.predict_proba(evaluate.cube)[:, 1]
-        )["brier"]
+        before = binary_diagnostics(evaluate.labels, classifier.predict_proba(evaluate.cube)[:, 1])[
+            "brier"
+        ]
         classifier.calibrate(tune.cube, tune.labels, method=args.calibrate)
-        after = binary_diagnostics(
-            evaluate.labels, classifier.predict_proba(evaluate.cube)[:, 1]
-        )["brier"]
+        after = binary_diagnostics(evaluate.labels, classifier.predict_proba(evaluate.cube)[:, 1])[
+            "brier"
+        ]
         say(
             f"calibrated ({classifier.calibration_!r}); Brier score on the evaluation "
             f"half: {before:.4f} before, {after:.4f} after calibration (lower is better)"
@@ -208,7 +225,7 @@ def _tune(classifier, valid, args, report_dir):
         threshold = choose_threshold(
             tune.labels, classifier.predict_proba(tune.cube)[:, 1], **target
         )
-        (name, value), = target.items()
+        ((name, value),) = target.items()
         extra["threshold_rule"] = {name: value, "n_tuning": len(tune)}
         p_eval = classifier.predict_proba(evaluate.cube)[:, 1]
         diag = binary_diagnostics(evaluate.labels, p_eval, threshold)
