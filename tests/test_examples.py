@@ -40,6 +40,11 @@ EXPECTED = {
         r"^threshold choice: (?P<t>[\d.]+) \(stored: (?P<stored>[\d.]+)\) keeps recall [\d.]+",
         ["threshold_scan.png"],
     ),
+    "plot_dask_cluster.py": (
+        r"^dask: \d+ candidates scored on 2 workers, same table as local: True; "
+        r"cross-validated MCC (?P<mcc>-?[\d.]+) ± [\d.]+",
+        ["dask_cluster.png"],
+    ),
     "plot_grad_cam.py": (
         r"^grad-cam: for \d+ real test stamps, the evidence for 'real' lies",
         # One gallery per group that has members: which groups do depends on the run.
