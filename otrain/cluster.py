@@ -13,9 +13,11 @@ a laptop, a SLURM or PBS allocation through dask-jobqueue, Kubernetes):
   fits through joblib, and joblib runs them on the cluster inside
   ``joblib.parallel_config(backend="dask")``;
   :func:`otrain.dataset_size.dataset_size_curve` does so when given a ``client``;
-- **thread limits**: :func:`prepare_workers` sizes TensorFlow's thread
-  pools on each worker to the worker's own ``nthreads``, so that the processes of
-  a node do not fight over its cores. :func:`connect` does it for you.
+- **worker set-up**: :func:`prepare_workers` sizes TensorFlow's thread pools on
+  each worker to the worker's own ``nthreads``, so that the processes of a node do
+  not fight over its cores, and keeps trainings there reproducible (the same
+  ``random_state`` trains the same network as locally). :func:`connect` does it
+  for you.
 
 One training stays on one worker: the cluster runs many fits at once, never one fit
 faster. Dask is optional (``pip install "otrain[dask]"``) and imported only when a
