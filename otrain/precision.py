@@ -17,6 +17,7 @@ used only if the hardware has it and the stored difference is within
 """
 
 import copy
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,18 @@ def bfloat16_model(model):
     return clone
 
 
+# bfloat16 copies of the models scored so far, made once per model: a Dask worker
+# scores many chunks with the model it loaded once.
+_BFLOAT16_MODELS = weakref.WeakKeyDictionary()
+
+
+def _bfloat16_scorer(classifier):
+    model = _BFLOAT16_MODELS.get(classifier.model_)
+    if model is None:
+        model = _BFLOAT16_MODELS[classifier.model_] = bfloat16_model(classifier.model_)
+    return _with_model(classifier, model)
+
+
 def _with_model(classifier, model):
     """A shallow copy of ``classifier`` predicting with ``model``."""
     fast = copy.copy(classifier)
@@ -149,7 +162,7 @@ def check_bfloat16(classifier, X, *, tolerance=TOLERANCE):
     if len(X) == 0:
         raise ValueError("check_bfloat16 needs validation stamps, got none")
     p32 = classifier.predict_proba(X)[:, 1]
-    p16 = _with_model(classifier, bfloat16_model(classifier.model_)).predict_proba(X)[:, 1]
+    p16 = _bfloat16_scorer(classifier).predict_proba(X)[:, 1]
     difference = float(np.max(np.abs(p16.astype(np.float64) - p32)))
     check = {
         "max_difference": difference,
@@ -210,4 +223,4 @@ def choose_precision(classifier, precision="auto"):
         )
     else:
         note = "bfloat16 asked for"
-    return _with_model(classifier, bfloat16_model(classifier.model_)), "bfloat16", note
+    return _bfloat16_scorer(classifier), "bfloat16", note

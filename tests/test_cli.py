@@ -372,3 +372,22 @@ def test_infer_labels_with_the_stored_threshold_and_mc_dropout(tuned, trained, t
     table = Table.read(tmp_path / "infer_results.dat", format="ascii.commented_header")
     np.testing.assert_array_equal(table["label"], (table["label1"] >= 0.99).astype(int))
     assert "label1_std" not in table.colnames
+
+
+def test_train_stores_a_bfloat16_check_and_infer_uses_it(trained, tmp_path, capsys):
+    from otrain import load_model
+    from otrain.precision import bfloat16_supported
+
+    model = trained / "model" / "CNN_training" / "test.h5"
+    check = load_model(model).bfloat16_check_
+    assert check["n_stamps"] > 0 and 0 <= check["max_difference"] <= 0.1
+    argv = f"--cutouts {trained / 'candidates'} --model {model} --outdir {tmp_path}"
+    assert infer.main(f"{argv} --precision float32".split()) == 0
+    assert "scored in float32: float32 asked for" in capsys.readouterr().out
+    exact = Table.read(tmp_path / "infer_results.ecsv")
+    assert infer.main(argv.split()) == 0
+    expected = "bfloat16" if bfloat16_supported() and check["passed"] else "float32"
+    assert f"scored in {expected}: " in capsys.readouterr().out
+    auto = Table.read(tmp_path / "infer_results.ecsv")
+    assert list(auto["filename"]) == list(exact["filename"])
+    np.testing.assert_allclose(auto["label1"], exact["label1"], atol=0.02)
