@@ -43,6 +43,7 @@ __all__ = [
     "tool",
     "alternate",
     "median",
+    "paired_ratio",
     "markdown_table",
     "verdict",
     "machine_text",
@@ -380,6 +381,15 @@ def alternate(sides, repeats, *, warmup=1):
 def median(values):
     """Median of a non-empty sequence."""
     return statistics.median(values)
+
+
+def paired_ratio(numerators, denominators):
+    """Median of the ratios of runs made one after the other (i-th with i-th).
+
+    On a shared machine the load changes within minutes; two runs made back to back
+    see about the same load, so their ratio is steadier than the ratio of medians.
+    """
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
 
 
 # --------------------------------------------------------------------------------------
