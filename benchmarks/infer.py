@@ -185,7 +185,7 @@ def main(argv=None):
     )
     same = common == n_base == n_ours and np.isfinite(diff) and diff <= AGREEMENT
     check = (
-        f"{common} rows in both; max label1 difference {diff:.2g}"
+        f"{common} rows in both; max label1 difference {diff:.3g}"
         f" ({'within' if same else 'NOT within'} {AGREEMENT:g})"
     )
     if not common == n_base == n_ours:
