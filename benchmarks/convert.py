@@ -75,14 +75,15 @@ def _compare_cubes(baseline_npz, otrain_npz):
 
 
 def _convert_set(name, folder, out, args):
-    """Time both converts on one set; returns the table row and the otrain runs."""
+    """Time both converts on one set; returns the table row, the runs and otrain's cube."""
     base_out, ours_out = out / "baseline", out / "otrain"
     common = ["--cube", "cube", "--cutouts", str(folder), "--frac_true", "0.5"]
     baseline_cmd = [sys.executable, str(BASELINES / "otrain_convert.py"), "--path", str(base_out)]
     otrain_cmd = [tool("otrain-convert"), "--path", str(ours_out)]
     if args.n_jobs is not None:
         otrain_cmd += ["--n-jobs", str(args.n_jobs)]
-    say(f"{name}: {len(list(folder.glob('*/*.fits')))} files")
+    n_files = len(list(folder.glob("*/*.fits")))
+    say(f"{name}: {n_files} files")
     runs = alternate(
         {
             "O'TRAIN convert": lambda: run_command(baseline_cmd + common),
@@ -92,7 +93,6 @@ def _convert_set(name, folder, out, args):
     )
     t_base = median([r.wall for r in runs["O'TRAIN convert"]])
     t_ours = median([r.wall for r in runs["otrain-convert"]])
-    n_files = len(list(folder.glob("*/*.fits")))
     check = _compare_cubes(base_out / "datacube" / "cube.npz", ours_out / "cube.npz")
     ratio = t_base / t_ours
     paired = paired_ratio(
