@@ -1,5 +1,7 @@
 """The real/bogus classifier: a scikeras ``KerasClassifier`` for cutout stamps."""
 
+import weakref
+
 import numpy as np
 from scikeras.wrappers import KerasClassifier
 from sklearn.model_selection import train_test_split
@@ -204,8 +206,7 @@ class CutoutClassifier(KerasClassifier):
             )
         if not callable(self.network) and self.network not in NETWORKS:
             raise ValueError(
-                f"network must be one of {', '.join(NETWORKS)} or a function, "
-                f"got {self.network!r}"
+                f"network must be one of {', '.join(NETWORKS)} or a function, got {self.network!r}"
             )
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(
@@ -328,8 +329,19 @@ class CutoutClassifier(KerasClassifier):
                 "this CutoutClassifier is not fitted yet: call fit() or load a model file "
                 "with otrain.load_model()"
             )
-        kwargs.setdefault("batch_size", _PREDICT_BATCH_SIZE)
-        return super()._predict_raw(X, **kwargs)
+        if kwargs:
+            kwargs.setdefault("batch_size", _PREDICT_BATCH_SIZE)
+            return super()._predict_raw(X, **kwargs)
+        X, _ = self._validate_data(X=X, y=None)
+        X = np.asarray(self.feature_encoder_.transform(X), dtype=np.float32)
+        forward = _forward_function(self.model_)
+        batches = [
+            forward(X[start : start + _PREDICT_BATCH_SIZE]).numpy()
+            for start in range(0, len(X), _PREDICT_BATCH_SIZE)
+        ]
+        if not batches:
+            return np.empty((0, *self.model_.output_shape[1:]), dtype=np.float32)
+        return np.concatenate(batches).astype(np.float32, copy=False)
 
     def predict_proba(self, X, **kwargs):
         """Probabilities of bogus and real.
@@ -463,6 +475,27 @@ class CutoutClassifier(KerasClassifier):
         state = dict(state)
         state.pop("_prebuilt_model", None)
         return state
+
+
+# One inference function per Keras model, traced once for any number of stamps.
+_FORWARD = weakref.WeakKeyDictionary()
+
+
+def _forward_function(model):
+    """``model(x, training=False)`` as a ``tf.function`` with a free batch size.
+
+    ``keras.Model.predict`` traces its graph again for each new batch size it meets
+    (the last, partial batch of every chunk of candidates), a second each time; this
+    function is traced once per model.
+    """
+    forward = _FORWARD.get(model)
+    if forward is None:
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        _FORWARD[model] = forward
+    return forward
 
 
 def _mc_dropout_model(model, random_state):
