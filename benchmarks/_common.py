@@ -309,6 +309,10 @@ def run_command(cmd, *, env=None, cwd=None, sample_memory=False, interval=0.02):
         If the command exits with a non-zero code.
     """
     full_env = {**os.environ, **(env or {})}
+    # An installed package has its bytecode compiled at install time; where this
+    # variable is set (some containers and CI images set it), an editable checkout
+    # would recompile otrain's modules at every start. Both sides run as installed.
+    full_env.pop("PYTHONDONTWRITEBYTECODE", None)
     cmd = [str(c) for c in cmd]
     with (
         tempfile.TemporaryFile() as out,
