@@ -493,7 +493,9 @@ def _forward_function(model):
         import tensorflow as tf
 
         spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        forward = tf.function(
+            lambda x: model(x, training=False), input_signature=[spec], autograph=False
+        )
         _FORWARD[model] = forward
     return forward
 

@@ -43,6 +43,19 @@ def test_keras_file_holds_the_record_and_no_pickle(fitted, tmp_path):
         assert json.loads(archive.read("otrain.json"))["params"]["network"] == "tiny_network"
 
 
+def test_files_leave_out_the_optimizer_state(fitted, tmp_path):
+    import io
+
+    keras_file = save_model(fitted, tmp_path / "m.keras")
+    with zipfile.ZipFile(keras_file) as archive:
+        weights = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(weights) as handle:
+        assert "optimizer" not in handle and "layers" in handle
+    with h5py.File(save_model(fitted, tmp_path / "m.h5")) as handle:
+        assert "optimizer_weights" not in handle and "model_weights" in handle
+    assert fitted.model_.optimizer is not None  # still there for further training
+
+
 def test_failed_save_keeps_the_old_file(fitted, tmp_path, monkeypatch):
     path = save_model(fitted, tmp_path / "m.keras")
     before = path.read_bytes()
