@@ -131,14 +131,22 @@ def run(prog, body, args, *, needs_tensorflow=False):
         load_tensorflow()
     try:
         code = body(args)
+        say(f"done in {time.perf_counter() - start:.1f} s")
     except (OTrainError, ValueError, OSError) as err:
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_ERROR
+        code = EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; no output was left half-written", file=sys.stderr)
-        return 130
-    say(f"done in {time.perf_counter() - start:.1f} s")
-    return code or 0
+        code = 130
+    code = code or 0
+    if needs_tensorflow and os.path.basename(sys.argv[0]) == prog:
+        # This process is the command itself (not a test or a notebook calling
+        # main()): its files are written and closed, so it ends now rather than
+        # spend a second tearing TensorFlow's runtime down.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _one_line(err):
