@@ -87,6 +87,8 @@ def test_docs_build_without_warnings(built_html):
         "grad_cam.html",
         "dataset_size.html",
         "trust.html",
+        "cluster.html",
+        "speed.html",
     }
     assert expected <= pages, f"missing pages: {sorted(expected - pages)}"
 
@@ -102,6 +104,7 @@ def test_api_page_documents_the_public_names(built_html):
         "otrain.diagnostics.threshold_scan",
         "otrain.gradcam.grad_cam",
         "otrain.datasets.make_stamps",
+        "otrain.precision.check_bfloat16",
     ):
         assert f'id="{name}"' in api, f"{name} is not documented in api.html"
     # scikit-learn's metadata-routing methods are left to scikit-learn's docs.
