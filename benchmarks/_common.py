@@ -282,6 +282,20 @@ sys.exit(os.waitstatus_to_exitcode(status) & 255)
 """
 
 
+#: Columns of the tables that time a command against O'TRAIN's way of doing it.
+SPEED_COLUMNS = [
+    "what",
+    "files",
+    "O'TRAIN's way",
+    "otrain",
+    "speed-up",
+    "paired",
+    "target",
+    "",
+    "check",
+]
+
+
 def run_command(cmd, *, env=None, cwd=None, sample_memory=False, interval=0.02):
     """Run ``cmd`` (a list) as a child process; time it and measure its memory.
 

@@ -34,6 +34,7 @@ from argparse import ArgumentParser
 import numpy as np
 from _common import (
     BASELINES,
+    SPEED_COLUMNS,
     CommandError,
     add_common_arguments,
     alternate,
@@ -175,17 +176,7 @@ def main(argv=None):
     print(f"\nMachine: {machine_text()}\n")
     print(
         markdown_table(
-            [
-                "what",
-                "files",
-                "O'TRAIN's way",
-                "otrain",
-                "speed-up",
-                "paired",
-                "target",
-                "",
-                "check",
-            ],
+            SPEED_COLUMNS,
             rows,
         )
     )

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from _common import (
     BASELINES,
+    SPEED_COLUMNS,
     CommandError,
     add_common_arguments,
     alternate,
@@ -198,17 +199,7 @@ def main(argv=None):
     print(f"\nMachine: {machine_text()}\n")
     print(
         markdown_table(
-            [
-                "what",
-                "files",
-                "O'TRAIN's way",
-                "otrain",
-                "speed-up",
-                "paired",
-                "target",
-                "",
-                "check",
-            ],
+            SPEED_COLUMNS,
             [
                 [
                     "`otrain-infer`, 64x64, default network",
