@@ -668,7 +668,7 @@ def load_cutouts(
         return np.empty((0, 0, 0, len(channels)), np.float32), keywords_table([]), skipped
     shape = tuple(shape)
     todo = paths[start:]
-    # The fast path reads ~20,000 plain cutouts a second: a forked reader (started in
+    # The fast path reads ~10,000 plain cutouts a second: a forked reader (started in
     # milliseconds) pays off from about a thousand files, a loky one (a new
     # interpreter importing astropy, a second or so) from tens of thousands.
     forking = _can_fork()
