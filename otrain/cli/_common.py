@@ -1,6 +1,7 @@
 """What every otrain command shares: --version, error handling, progress lines."""
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -81,6 +82,41 @@ _STARTUP_NOISE = (
     "TF-TRT Warning",
     "oneDNN custom operations are on",
 )
+
+
+def add_scheduler_arguments(parser, what):
+    """``--scheduler`` and ``--scheduler-timeout``: run ``what`` on a Dask cluster."""
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help=f"{what} on a Dask cluster: the scheduler's address (tcp://host:8786) or its "
+        'scheduler file (JSON); --n-jobs is then ignored. Needs pip install "otrain[dask]"; '
+        "the workers read the files under the same paths",
+    )
+    parser.add_argument(
+        "--scheduler-timeout",
+        dest="scheduler_timeout",
+        type=float,
+        default=60,
+        metavar="SECONDS",
+        help="how long to wait for the scheduler, then for a first worker",
+    )
+
+
+@contextlib.contextmanager
+def cluster_client(args, plan):
+    """Connect to ``args.scheduler`` (see :func:`otrain.cluster.connect`), saying so.
+
+    ``plan`` words what the cluster will do: ``plan("2 workers, 4 threads")``.
+    """
+    from ..cluster import connect
+
+    say(f"connecting to the Dask scheduler {args.scheduler} ...")
+    with connect(args.scheduler, timeout=args.scheduler_timeout) as client:
+        workers = client.nthreads()
+        say(plan(f"{len(workers)} workers, {sum(workers.values())} threads"))
+        yield client
 
 
 def load_tensorflow():

@@ -2,7 +2,15 @@
 
 import sys
 
-from ._common import comma_list, make_parser, positive_int, run, say
+from ._common import (
+    add_scheduler_arguments,
+    cluster_client,
+    comma_list,
+    make_parser,
+    positive_int,
+    run,
+    say,
+)
 
 PROG = "otrain-infer"
 
@@ -79,21 +87,7 @@ def build_parser():
         "CPU or GPU has it and the model's stored check (written by otrain-train) shows "
         "P(true) within 0.01 of float32 on its validation cutouts, else float32",
     )
-    parser.add_argument(
-        "--scheduler",
-        default=None,
-        metavar="ADDRESS",
-        help="score on a Dask cluster: the scheduler's address (tcp://host:8786) or its "
-        'scheduler file (JSON). Needs pip install "otrain[dask]"; the workers read the '
-        "model and the cutouts under the same paths. --n-jobs is then ignored",
-    )
-    parser.add_argument(
-        "--scheduler-timeout",
-        type=float,
-        default=60,
-        metavar="SECONDS",
-        help="how long to wait for the scheduler, then for a first worker",
-    )
+    add_scheduler_arguments(parser, "score")
     return parser
 
 
@@ -190,15 +184,13 @@ def _progress(total):
 
 
 def _score_on_cluster(args, paths, scoring):
-    from ..cluster import connect, score_files_distributed
+    from ..cluster import score_files_distributed
 
-    say(f"connecting to the Dask scheduler {args.scheduler} ...")
-    with connect(args.scheduler, timeout=args.scheduler_timeout) as client:
-        workers = client.nthreads()
-        say(
-            f"{len(workers)} workers, {sum(workers.values())} threads: chunks of "
-            f"{args.chunk_size or 'the default number of'} files scored on the workers"
-        )
+    def plan(workers):
+        chunk = args.chunk_size or "the default number of"
+        return f"{workers}: chunks of {chunk} files scored on the workers"
+
+    with cluster_client(args, plan) as client:
         return score_files_distributed(
             args.model,
             paths,

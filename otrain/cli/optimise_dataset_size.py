@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from .._atomic import ensure_folder
-from ._common import make_parser, positive_int, run, say
+from ._common import add_scheduler_arguments, cluster_client, make_parser, positive_int, run, say
 
 PROG = "otrain-optimise-dataset-size"
 
@@ -83,21 +83,7 @@ def build_parser():
         default=1,
         help="Networks trained at once, each in its own process (-1: one per core).",
     )
-    parser.add_argument(
-        "--scheduler",
-        default=None,
-        metavar="ADDRESS",
-        help="Train on a Dask cluster: the scheduler's address (tcp://host:8786) or its "
-        'scheduler file (JSON); --n-jobs is then ignored. Needs pip install "otrain[dask]".',
-    )
-    parser.add_argument(
-        "--scheduler-timeout",
-        dest="scheduler_timeout",
-        type=float,
-        default=60,
-        metavar="SECONDS",
-        help="How long to wait for the scheduler, then for a first worker.",
-    )
+    add_scheduler_arguments(parser, "Train")
     # Names are checked against otrain.networks once the command runs: importing it
     # here would load TensorFlow for --help.
     parser.add_argument(
@@ -190,12 +176,7 @@ def _body(args):
     if args.scheduler is None:
         table = dataset_size_curve(args.cube, **settings)
     else:
-        from ..cluster import connect
-
-        say(f"connecting to the Dask scheduler {args.scheduler} ...")
-        with connect(args.scheduler, timeout=args.scheduler_timeout) as client:
-            workers = client.nthreads()
-            say(f"training on {len(workers)} workers, {sum(workers.values())} threads")
+        with cluster_client(args, lambda workers: f"training on {workers}") as client:
             table = dataset_size_curve(args.cube, client=client, **settings)
     paths = write_dataset_size_report(table, outdir, args.tolerance, name=name)
     say(format_dataset_size_table(table))
