@@ -12,6 +12,7 @@ metadata). Each file is read once, for pixels and keywords together, in chunks, 
 memory stays bounded however many candidates there are.
 """
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -143,8 +144,9 @@ def score_files(
     # the GIL) scores this one, and at most two chunks are in memory.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="otrain-reader") as reader:
         pending = None
-        for chunk in _chunks(paths, chunk_size):
-            upcoming = reader.submit(read, chunk)
+        # A final None scores the last chunk read.
+        for chunk in itertools.chain(_chunks(paths, chunk_size), [None]):
+            upcoming = None if chunk is None else reader.submit(read, chunk)
             if pending is not None:
                 n_files, n_edge = _score_read(
                     scorer, pending.result(), tables, skipped, scoring, n_files, n_edge
@@ -152,12 +154,6 @@ def score_files(
                 if progress is not None:
                     progress(n_files)
             pending = upcoming
-        if pending is not None:
-            n_files, n_edge = _score_read(
-                scorer, pending.result(), tables, skipped, scoring, n_files, n_edge
-            )
-            if progress is not None:
-                progress(n_files)
     table = (
         vstack(tables, metadata_conflicts="silent")
         if tables
