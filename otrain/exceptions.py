@@ -13,6 +13,7 @@ __all__ = [
     "DatacubeError",
     "ModelFileError",
     "OutputError",
+    "LabellingError",
     "NotFittedError",  # noqa: F822 - served by __getattr__, below
 ]
 
@@ -48,6 +49,10 @@ class ModelFileError(OTrainError, ValueError):
 
 class OutputError(OTrainError, OSError):
     """An output file or folder cannot be written."""
+
+
+class LabellingError(OTrainError, ValueError):
+    """A labelling decision, a crossmatch or a ranking cannot be made as asked."""
 
 
 def __getattr__(name):
