@@ -1,0 +1,1010 @@
+"""Alert packets as cutouts: ZTF and Rubin alerts read as they are delivered.
+
+Brokers deliver transient candidates as alert packets (Avro records) and archive them
+as Avro or Parquet files; each packet holds the science, template and difference
+stamps of one candidate. This module turns them into otrain candidates, so that every
+command that reads a folder of FITS cutouts reads a folder of alert files too.
+
+Candidates and references
+-------------------------
+A candidate is one alert of one file. It is named by a *reference*, a string that
+:func:`otrain.cutouts.read_cutout` (hence ``CutoutLoader``, datacubes, training,
+scoring...) accepts wherever a cutout path is expected:
+
+* ``path/to/file.avro`` -- a file that holds one alert (the ZTF archive's layout);
+* ``path/to/file.parquet#1234`` -- the alert whose id is 1234 in a file that holds
+  several (an Avro container of many packets, a broker's Parquet file). The id is
+  the alert's own: the ZTF ``candid``, the Rubin ``diaSourceId``.
+
+:func:`iter_references` lists the candidates of a file, and a folder scan
+(:func:`otrain.datacube.find_cutouts`) gives one reference per alert.
+
+Channels and keywords
+---------------------
+The stamps become the channels of the FITS world: ``SCI`` = ``cutoutScience``,
+``REF`` = ``cutoutTemplate``, ``DIFF`` = ``cutoutDifference``. ZTF stamps are
+gzip-compressed FITS files; Rubin stamps are FITS files whose primary HDU is the
+image (the UNCERT and PSFIMAGE HDUs beside it are not used). Keywords come from the
+alert: ``candid``, ``ra``, ``dec``, ``mag`` (ZTF ``magpsf``; Rubin: the AB magnitude
+of ``psfFlux``), ``magerr``, ``filter``, ``fwhm``, ``xpos``/``ypos`` and ``file``
+(ZTF ``pdiffimfilename``), plus the columns of :data:`ALERT_COLUMNS`: the object id
+and the survey's own real/bogus scores (ZTF ``rb`` and ``drb``, Rubin
+``reliability``).
+
+Edge stamps
+-----------
+A stamp cut at a detector edge is smaller than the others (ZTF's 41x63, 63x53...).
+It is padded with NaN to the survey's stamp size (63x63 for ZTF, 30x30 for Rubin),
+on the side of the detector edge (the candidate's pixel position says which), and
+flagged ``edge`` = True: the EDGE rule of FITS cutouts then applies (left out of
+datacubes and scoring, and counted). Alerts whose stamps are not FITS (the JPEG stamps
+of ZTF's 2016 pre-release packets), alerts without stamps and files that are not
+alert files raise a :class:`~otrain.exceptions.CutoutError`, which folder readers
+report as a skipped file.
+
+Reading speed
+-------------
+A writer schema is parsed once per distinct schema, not once per file; records are
+decoded with a reader schema that keeps only the fields used (fastavro then skips the
+previous detections without building them); stamps are decompressed with zlib and
+decoded by otrain's fast FITS reader. The decoded records of the last few files are
+cached, so the references of one file read in a row decode that file once.
+"""
+
+import collections
+import functools
+import io
+import json
+import math
+import os
+import threading
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .exceptions import CutoutError
+
+__all__ = [
+    "ALERT_SUFFIXES",
+    "ALERT_COLUMNS",
+    "CHANNEL_FIELDS",
+    "is_alert_file",
+    "split_reference",
+    "make_reference",
+    "iter_references",
+    "iter_alerts",
+    "read_alert",
+    "candidate_from_alert",
+    "write_fits",
+    "AlertScores",
+    "score_alerts",
+    "plot_survey_scores",
+]
+
+#: File name endings read as alert files (any case).
+ALERT_SUFFIXES = (".avro", ".parquet")
+
+#: Keyword columns an alert adds to otrain's (column -> "str" or "float"): the object
+#: id, the sign of the subtraction and the survey's own real/bogus scores.
+ALERT_COLUMNS = {
+    "objectId": "str",
+    "isdiffpos": "str",
+    "rb": "float",
+    "drb": "float",
+    "reliability": "float",
+}
+
+#: otrain channel -> alert field holding its stamp.
+CHANNEL_FIELDS = {"SCI": "cutoutScience", "REF": "cutoutTemplate", "DIFF": "cutoutDifference"}
+
+# Side of a full stamp, by survey: smaller stamps are edge stamps, padded to this.
+_STAMP_SIDE = {"ztf": 63, "rubin": 30}
+# ZTF filter ids.
+_ZTF_FILTERS = {1: "g", 2: "r", 3: "i"}
+# Rubin fluxes are in nJy: AB magnitude = 31.4 - 2.5 log10(flux / nJy).
+_NJY_ZEROPOINT = 31.4
+_SEPARATOR = "#"
+# Fields read from each record; the rest are skipped without being built.
+_ZTF_FIELDS = (
+    "candid", "ra", "dec", "magpsf", "sigmapsf", "fid", "fwhm", "isdiffpos", "rb", "drb",
+    "xpos", "ypos", "pdiffimfilename",
+)  # fmt: skip
+_RUBIN_FIELDS = (
+    "diaSourceId", "diaObjectId", "ssObjectId", "ra", "dec", "decl", "band", "filterName",
+    "psfFlux", "psfFluxErr", "psFlux", "psFluxErr", "x", "y", "reliability", "isNegative",
+)  # fmt: skip
+_TOP_FIELDS = (
+    "candid", "objectId", "candidate", "diaSourceId", "diaSource", *CHANNEL_FIELDS.values(),
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------- references
+
+
+def is_alert_file(path):
+    """Whether ``path`` (a file or a reference) names an alert file, by its suffix.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    bool
+    """
+    return split_reference(path)[0].lower().endswith(ALERT_SUFFIXES)
+
+
+def split_reference(reference):
+    """Split a candidate reference into the file and the alert id.
+
+    Parameters
+    ----------
+    reference : str or path-like
+        ``file`` or ``file#id`` (see the module's documentation).
+
+    Returns
+    -------
+    file : str
+    alert_id : str or None
+        None when the reference names a whole file.
+    """
+    text = os.fspath(reference)
+    head, sep, tail = text.rpartition(_SEPARATOR)
+    if sep and tail and "/" not in tail and head.lower().endswith(ALERT_SUFFIXES):
+        return head, tail
+    return text, None
+
+
+def make_reference(path, alert_id):
+    """The reference of alert ``alert_id`` in file ``path``: ``"path#alert_id"``.
+
+    Parameters
+    ----------
+    path : str or path-like
+    alert_id : int or str
+
+    Returns
+    -------
+    str
+    """
+    return f"{os.fspath(path)}{_SEPARATOR}{alert_id}"
+
+
+def iter_references(path):
+    """Yield the candidate references of one alert file.
+
+    A file holding one alert gives its own path; a file holding several gives
+    ``path#id`` for each, in the file's order. A file that cannot be read as alerts
+    gives its own path, so that reading it reports the problem as for any other
+    unreadable cutout file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An ``.avro`` or ``.parquet`` file.
+
+    Returns
+    -------
+    iterator of str
+    """
+    path = os.fspath(path)
+    try:
+        ids = _open(path).ids
+    except CutoutError:
+        yield path
+        return
+    if len(ids) == 1:
+        yield path
+    else:
+        for alert_id in ids:
+            yield make_reference(path, alert_id)
+
+
+# ---------------------------------------------------------------- files
+
+
+class _Schema:
+    """One Avro writer schema, parsed once, with its projection on the fields used."""
+
+    def __init__(self, schema_json, path):
+        import fastavro
+
+        try:
+            writer = json.loads(schema_json)
+            self.writer = fastavro.parse_schema(writer)
+        except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as err:
+            raise CutoutError(f"{path}: its Avro schema cannot be parsed ({err})", path) from err
+        fields = writer.get("fields", []) if isinstance(writer, dict) else []
+        names = {field["name"] for field in fields}
+        if "diaSource" in names:
+            self.survey, nested, keep = "rubin", "diaSource", _RUBIN_FIELDS
+        elif "candidate" in names:
+            self.survey, nested, keep = "ztf", "candidate", _ZTF_FIELDS
+        else:
+            raise CutoutError(
+                f"{path}: an Avro file of records {writer.get('name', '?')!r}, not ZTF or "
+                "Rubin alerts (no 'candidate' or 'diaSource' field); give alert files",
+                path,
+            )
+        self.reader = self._project(writer, nested, keep)
+
+    @staticmethod
+    def _project(writer, nested, keep):
+        import fastavro
+
+        projected = dict(writer)
+        projected["fields"] = []
+        for field in writer["fields"]:
+            if field["name"] not in _TOP_FIELDS:
+                continue
+            field = dict(field)
+            if field["name"] == nested and isinstance(field["type"], dict):
+                record = dict(field["type"])
+                record["fields"] = [f for f in record["fields"] if f["name"] in keep]
+                field["type"] = record
+            projected["fields"].append(field)
+        try:
+            return fastavro.parse_schema(projected)
+        except fastavro.schema.SchemaParseException:
+            # A kept field refers to a type defined in a field left out: decode it all.
+            return None
+
+
+@functools.lru_cache(maxsize=64)
+def _schema(schema_json, path):
+    return _Schema(schema_json, path)
+
+
+def _fastavro():
+    try:
+        import fastavro
+    except ImportError as err:
+        raise ImportError(
+            'reading alert packets needs fastavro: pip install "otrain[alerts]"'
+        ) from err
+    return fastavro
+
+
+def _pyarrow_parquet(path):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as err:
+        raise ImportError(
+            f'{path}: reading Parquet alert files needs pyarrow: pip install "otrain[alerts]"'
+        ) from err
+    return pq
+
+
+class _AvroFile:
+    """The alerts of one Avro container file, decoded once (fields used only)."""
+
+    def __init__(self, path, data):
+        fastavro = _fastavro()
+        header, offset = _avro_header(data, path)
+        meta = header["meta"]
+        codec = meta.get("avro.codec", b"null").decode()
+        if codec not in ("null", "deflate"):
+            raise CutoutError(
+                f"{path}: Avro blocks compressed with {codec!r}; otrain reads the 'null' and "
+                "'deflate' codecs the brokers use; write the file again with one of them",
+                path,
+            )
+        schema = _schema(meta["avro.schema"], path)
+        self.survey = schema.survey
+        sync = header["sync"]
+        records = []
+        while offset < len(data):
+            count, offset = _read_long(data, offset, path)
+            size, offset = _read_long(data, offset, path)
+            block = data[offset : offset + size]
+            if len(block) != size or data[offset + size : offset + size + 16] != sync:
+                raise CutoutError(f"{path}: truncated Avro file; download it again", path)
+            offset += size + 16
+            if codec == "deflate":
+                block = zlib.decompress(block, -15)
+            stream = io.BytesIO(block)
+            for _ in range(count):
+                try:
+                    records.append(fastavro.schemaless_reader(stream, schema.writer, schema.reader))
+                except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError) as err:
+                    raise CutoutError(
+                        f"{path}: an Avro record cannot be decoded ({_short(err)}); the file "
+                        "is truncated or damaged, download it again",
+                        path,
+                    ) from err
+        if not records:
+            raise CutoutError(f"{path}: holds no alert", path)
+        self.alerts = [_normalise(record, schema.survey, path) for record in records]
+        self.ids = [alert["id"] for alert in self.alerts]
+
+
+class _ParquetFile:
+    """The alerts of one Parquet file (a broker's archive), columns used only."""
+
+    def __init__(self, path):
+        pq = _pyarrow_parquet(path)
+        import pyarrow
+
+        try:
+            table_schema = pq.read_schema(path)
+            names = set(table_schema.names)
+            if "diaSource" in names:
+                survey, columns = "rubin", ["diaSource"]
+            elif "candidate" in names:
+                survey, columns = "ztf", ["candidate", "objectId"]
+            else:
+                raise CutoutError(
+                    f"{path}: a Parquet file without a 'candidate' or 'diaSource' column, "
+                    "not ZTF or Rubin alerts; give alert files",
+                    path,
+                )
+            columns += [c for c in CHANNEL_FIELDS.values() if c in names]
+            table = pq.read_table(path, columns=[c for c in columns if c in names])
+        except CutoutError:
+            raise
+        except (OSError, ValueError, pyarrow.ArrowException) as err:
+            raise CutoutError(
+                f"{path}: not a readable Parquet file ({_short(err)}); download it again", path
+            ) from err
+        self.survey = survey
+        self.alerts = [_normalise(row, survey, path) for row in table.to_pylist()]
+        if not self.alerts:
+            raise CutoutError(f"{path}: holds no alert", path)
+        self.ids = [alert["id"] for alert in self.alerts]
+
+
+def _avro_header(data, path):
+    if not data.startswith(b"Obj\x01"):
+        raise CutoutError(
+            f"{path}: not an Avro container file (it does not start with Avro's magic "
+            "bytes); give ZTF or Rubin alert files",
+            path,
+        )
+    offset = 4
+    meta = {}
+    while True:
+        count, offset = _read_long(data, offset, path)
+        if count == 0:
+            break
+        if count < 0:
+            _, offset = _read_long(data, offset, path)
+            count = -count
+        for _ in range(count):
+            key, offset = _read_bytes(data, offset, path)
+            value, offset = _read_bytes(data, offset, path)
+            meta[key.decode("utf-8", "replace")] = value
+    sync = data[offset : offset + 16]
+    if len(sync) != 16 or "avro.schema" not in meta:
+        raise CutoutError(f"{path}: truncated Avro header; download the file again", path)
+    return {"meta": meta, "sync": sync}, offset + 16
+
+
+def _read_long(data, offset, path):
+    shift = result = 0
+    while True:
+        if offset >= len(data) or shift > 63:
+            raise CutoutError(f"{path}: truncated Avro file; download it again", path)
+        byte = data[offset]
+        offset += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), offset
+        shift += 7
+
+
+def _read_bytes(data, offset, path):
+    size, offset = _read_long(data, offset, path)
+    end = offset + size
+    if size < 0 or end > len(data):
+        raise CutoutError(f"{path}: truncated Avro file; download it again", path)
+    return data[offset:end], end
+
+
+# The files decoded last, so that the references of one file read in a row decode it
+# once. A few files, not one: a reader thread and the labelling page may interleave.
+_CACHE = collections.OrderedDict()
+_CACHE_FILES = 4
+_CACHE_LOCK = threading.Lock()
+
+
+def _open(path):
+    """The decoded alerts of ``path`` (cached by path, size and modification time)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError as err:
+        raise CutoutError(f"{path}: no such file; check the path", path) from err
+    except OSError as err:
+        raise CutoutError(f"{path}: cannot be opened ({err.strerror}); check it", path) from err
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    if path.lower().endswith(".parquet"):
+        decoded = _ParquetFile(path)
+    else:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as err:
+            raise CutoutError(f"{path}: cannot be read ({err.strerror}); check it", path) from err
+        decoded = _AvroFile(path, data)
+    with _CACHE_LOCK:
+        _CACHE[key] = decoded
+        while len(_CACHE) > _CACHE_FILES:
+            _CACHE.popitem(last=False)
+    return decoded
+
+
+def _clear_cache():
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def iter_alerts(path):
+    """Yield the alerts of one file as plain dicts (the fields otrain uses).
+
+    Parameters
+    ----------
+    path : str or path-like
+        An ``.avro`` or ``.parquet`` alert file.
+
+    Returns
+    -------
+    iterator of dict
+        Each with ``id`` (str), ``survey`` (``"ztf"`` or ``"rubin"``), ``keywords``
+        (otrain's keyword columns and :data:`ALERT_COLUMNS`) and ``stamps`` (channel
+        -> the stamp's bytes as stored, or None).
+
+    Raises
+    ------
+    CutoutError
+        If the file is not a readable ZTF or Rubin alert file.
+    """
+    path = os.fspath(path)
+    yield from _open(path).alerts
+
+
+# ---------------------------------------------------------------- records
+
+
+def _normalise(record, survey, path):
+    """An alert record (Avro dict or Parquet row) -> id, keywords and stamp bytes."""
+    if survey == "ztf":
+        keywords, alert_id = _ztf_keywords(record)
+    else:
+        keywords, alert_id = _rubin_keywords(record)
+    keywords["path"] = str(path)
+    stamps = {}
+    for channel, field in CHANNEL_FIELDS.items():
+        stamp = record.get(field)
+        if isinstance(stamp, dict):  # ZTF: {fileName, stampData}
+            stamp = stamp.get("stampData")
+        stamps[channel] = stamp
+    return {"id": alert_id, "survey": survey, "keywords": keywords, "stamps": stamps}
+
+
+def _float(value):
+    from .cutouts import _as_float
+
+    return _as_float(value, "mag")
+
+
+def _ztf_keywords(record):
+    candidate = record.get("candidate") or {}
+    candid = record.get("candid", candidate.get("candid"))
+    fid = candidate.get("fid")
+    keywords = {
+        "candid": "" if candid is None else str(candid),
+        "ra": _float(candidate.get("ra")),
+        "dec": _float(candidate.get("dec")),
+        "mag": _float(candidate.get("magpsf")),
+        "magerr": _float(candidate.get("sigmapsf")),
+        "filter": _ZTF_FILTERS.get(fid, "" if fid is None else str(fid)),
+        "fwhm": _float(candidate.get("fwhm")),
+        "fwhmpsf": math.nan,
+        "edge": False,
+        "file": str(candidate.get("pdiffimfilename") or ""),
+        "xpos": _float(candidate.get("xpos")),
+        "ypos": _float(candidate.get("ypos")),
+        "objectId": str(record.get("objectId") or ""),
+        "isdiffpos": str(candidate.get("isdiffpos") or ""),
+        "rb": _float(candidate.get("rb")),
+        "drb": _float(candidate.get("drb")),
+        "reliability": math.nan,
+    }
+    # Positions of 99 are legal: read them without the sentinel rule of magnitudes.
+    for column in ("ra", "dec", "xpos", "ypos"):
+        value = candidate.get(column)
+        keywords[column] = math.nan if value is None else float(value)
+    return keywords, keywords["candid"]
+
+
+def _rubin_keywords(record):
+    source = record.get("diaSource") or {}
+    source_id = source.get("diaSourceId", record.get("diaSourceId"))
+    flux = source.get("psfFlux", source.get("psFlux"))
+    error = source.get("psfFluxErr", source.get("psFluxErr"))
+    mag = magerr = math.nan
+    if flux is not None and math.isfinite(flux) and flux > 0:
+        mag = _NJY_ZEROPOINT - 2.5 * math.log10(flux)
+        if error is not None and math.isfinite(error):
+            magerr = 2.5 / math.log(10) * error / flux
+    negative = source.get("isNegative")
+    if negative is None and flux is not None and math.isfinite(flux):
+        negative = flux < 0
+    object_id = source.get("diaObjectId") or source.get("ssObjectId")
+    dec = source.get("dec", source.get("decl"))
+    keywords = {
+        "candid": "" if source_id is None else str(source_id),
+        "ra": math.nan if source.get("ra") is None else float(source["ra"]),
+        "dec": math.nan if dec is None else float(dec),
+        "mag": mag,
+        "magerr": magerr,
+        "filter": str(source.get("band") or source.get("filterName") or ""),
+        "fwhm": math.nan,
+        "fwhmpsf": math.nan,
+        "edge": False,
+        "file": "",
+        "xpos": math.nan if source.get("x") is None else float(source["x"]),
+        "ypos": math.nan if source.get("y") is None else float(source["y"]),
+        # Fink stores diaObjectId as a double: print it as the integer it is.
+        "objectId": "" if not object_id else str(int(object_id)),
+        "isdiffpos": "" if negative is None else ("f" if negative else "t"),
+        "rb": math.nan,
+        "drb": math.nan,
+        "reliability": _float(source.get("reliability")),
+    }
+    return keywords, keywords["candid"]
+
+
+def _stamp_image(stamp, channel, where):
+    """Pixels of one stamp (bytes as stored in the alert) as a 2-D float32 array."""
+    if stamp is None:
+        raise CutoutError(
+            f"{where}: the alert has no {CHANNEL_FIELDS[channel]} stamp (null); it cannot "
+            "be used with the channel " + channel,
+            where,
+        )
+    data = bytes(stamp)
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = zlib.decompress(data, 47)
+        except zlib.error as err:
+            raise CutoutError(
+                f"{where}: the {CHANNEL_FIELDS[channel]} stamp is damaged gzip data ({err})",
+                where,
+            ) from err
+    if not data.startswith(b"SIMPLE"):
+        kind = "a JPEG image" if data[:3] == b"\xff\xd8\xff" else "not a FITS file"
+        raise CutoutError(
+            f"{where}: the {CHANNEL_FIELDS[channel]} stamp is {kind}, not FITS (as in ZTF's "
+            "2016 pre-release packets); otrain reads FITS stamps only, leave this alert out",
+            where,
+        )
+    return _fits_image(data, channel, where)
+
+
+def _fits_image(data, channel, where):
+    from .cutouts import _decode_plain
+
+    # The primary HDU is the stamp (ZTF: the only HDU; Rubin: beside UNCERT and
+    # PSFIMAGE, which have EXTNAMEs): the image without EXTNAME.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            fast = _decode_plain(data, ("",))
+        except (Warning, ValueError, TypeError, KeyError, IndexError):
+            fast = None
+    if fast is not None:
+        return fast[0][0]
+    from astropy.io import fits
+
+    try:
+        with warnings.catch_warnings():
+            # ZTF writes "SIMPLE  =  T" off its column: astropy's warning says so, and
+            # the file is read the same.
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            with fits.open(io.BytesIO(data), memmap=False) as hdul:
+                for hdu in hdul:
+                    if hdu.is_image and hdu.data is not None and np.squeeze(hdu.data).ndim == 2:
+                        return np.squeeze(hdu.data).astype(np.float32)
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
+        raise CutoutError(
+            f"{where}: the {CHANNEL_FIELDS[channel]} stamp is not a readable FITS file "
+            f"({_short(err)})",
+            where,
+        ) from err
+    raise CutoutError(f"{where}: the {CHANNEL_FIELDS[channel]} stamp holds no image", where)
+
+
+def _pad(plane, side, position):
+    """NaN-pad an edge stamp to side x side, on the side of the detector edge."""
+    height, width = plane.shape
+    if height >= side and width >= side:
+        return plane
+    out = np.full((max(side, height), max(side, width)), np.nan, np.float32)
+    # A candidate near pixel 0 lost the rows (columns) below it: pad before.
+    x, y = position
+    top = out.shape[0] - height if (math.isfinite(y) and y < side / 2 + 1) else 0
+    left = out.shape[1] - width if (math.isfinite(x) and x < side / 2 + 1) else 0
+    out[top : top + height, left : left + width] = plane
+    return out
+
+
+def _check_alert_channels(channels, where):
+    unknown = [c for c in channels if c not in CHANNEL_FIELDS]
+    if unknown:
+        raise CutoutError(
+            f"{where}: alerts hold the channels SCI, REF and DIFF, not {', '.join(unknown)}; "
+            "choose channels among SCI, REF, DIFF",
+            where,
+        )
+
+
+def _candidate(alert, channels, cutout_size, where):
+    from .cutouts import _stack
+
+    _check_alert_channels(channels, where)
+    keywords = dict(alert["keywords"])
+    keywords["path"] = where
+    planes = [_stamp_image(alert["stamps"][c], c, where) for c in channels]
+    side = max(_STAMP_SIDE.get(alert["survey"], 0), *(s for p in planes for s in p.shape))
+    position = (keywords["xpos"], keywords["ypos"])
+    padded = [_pad(p, side, position) for p in planes]
+    keywords["edge"] = any(p is not q for p, q in zip(planes, padded, strict=True))
+    return _stack(padded, channels, cutout_size, where), keywords
+
+
+def candidate_from_alert(alert, channels=("SCI", "REF", "DIFF"), cutout_size=-1, *, where=None):
+    """Pixels and keywords of one alert packet, as :func:`otrain.cutouts.read_cutout` gives.
+
+    Parameters
+    ----------
+    alert : dict
+        A ZTF or Rubin alert as fastavro, fink-client or a Kafka consumer decode it
+        (a dict with ``candidate`` or ``diaSource`` and the three cutout fields), a row
+        of a broker's Parquet file as a dict, or an alert of :func:`iter_alerts`.
+    channels : sequence of str, default ("SCI", "REF", "DIFF")
+        Among ``SCI``, ``REF``, ``DIFF``.
+    cutout_size : int, default -1
+        Side of the centred square crop, or -1 for the native size.
+    where : str, optional
+        What to name in messages and in the ``path`` keyword (default: the alert id).
+
+    Returns
+    -------
+    image : ndarray of shape (H, W, C), float32
+    keywords : dict
+        otrain's keyword columns plus :data:`ALERT_COLUMNS`.
+
+    Raises
+    ------
+    CutoutError
+        If the alert has no such stamp, a stamp is not FITS, or it is not a ZTF or
+        Rubin alert.
+    """
+    from .cutouts import _check_channels, _check_cutout_size
+
+    channels = _check_channels(channels)
+    _check_cutout_size(cutout_size)
+    alert = _as_alert(alert, where)
+    return _candidate(alert, channels, cutout_size, where or alert["id"])
+
+
+def _as_alert(alert, where):
+    if isinstance(alert, dict) and "stamps" in alert and "keywords" in alert:
+        return alert
+    if isinstance(alert, dict) and "diaSource" in alert:
+        return _normalise(alert, "rubin", where or "")
+    if isinstance(alert, dict) and "candidate" in alert:
+        return _normalise(alert, "ztf", where or "")
+    raise CutoutError(
+        f"{where or 'alert'}: not a ZTF or Rubin alert (a dict with a 'candidate' or "
+        "'diaSource' field is expected)",
+        where,
+    )
+
+
+def read_alert(reference, channels=("SCI", "REF", "DIFF"), cutout_size=-1):
+    """Read one candidate of an alert file: :func:`otrain.cutouts.read_cutout` for alerts.
+
+    Parameters
+    ----------
+    reference : str or path-like
+        ``file`` (a file of one alert) or ``file#id`` (see the module's documentation).
+    channels : sequence of str, default ("SCI", "REF", "DIFF")
+        Among ``SCI``, ``REF``, ``DIFF``; a comma-separated string is accepted.
+    cutout_size : int, default -1
+        Side of the centred square crop, or -1 for the native size.
+
+    Returns
+    -------
+    image : ndarray of shape (H, W, C), float32
+        Edge stamps NaN-padded (``keywords["edge"]`` True).
+    keywords : dict
+        otrain's keyword columns (``path`` is the reference) plus :data:`ALERT_COLUMNS`.
+
+    Raises
+    ------
+    CutoutError
+        If the file is not a readable alert file, holds no alert of that id, holds
+        several and none was named, or the alert's stamps cannot be used.
+
+    Examples
+    --------
+    >>> image, keywords = read_alert("alerts/472263571115115000.avro")  # doctest: +SKIP
+    >>> image.shape, keywords["objectId"], keywords["drb"]  # doctest: +SKIP
+    ((63, 63, 3), 'ZTF17aaajnnn', 0.98764...)
+    """
+    from .cutouts import _check_channels, _check_cutout_size
+
+    channels = _check_channels(channels)
+    _check_cutout_size(cutout_size)
+    return _read_reference(os.fspath(reference), channels, cutout_size)
+
+
+def _read_reference(reference, channels, cutout_size):
+    return _candidate(_find(reference), channels, cutout_size, reference)
+
+
+def _find(reference):
+    path, alert_id = split_reference(reference)
+    decoded = _open(path)
+    if alert_id is None:
+        if len(decoded.alerts) != 1:
+            raise CutoutError(
+                f"{path}: holds {len(decoded.alerts)} alerts; name one as "
+                f"{make_reference(path, decoded.ids[0])} (a folder scan lists them all)",
+                path,
+            )
+        return decoded.alerts[0]
+    index = getattr(decoded, "index", None)
+    if index is None:
+        index = decoded.index = {i: n for n, i in reversed(list(enumerate(decoded.ids)))}
+    if alert_id not in index:
+        raise CutoutError(f"{reference}: {path} holds no alert {alert_id}; check the id", reference)
+    return decoded.alerts[index[alert_id]]
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_fits(reference, path, *, overwrite=False):
+    """Write one alert as a multi-extension FITS cutout (PRIMARY, SCI, REF, DIFF).
+
+    The file is what :mod:`otrain.cutouts` reads: keywords CANDID, OBJECTID, RA, DEC,
+    MAG, MAGERR, FILTER, FWHM, EDGE ('True'/'False'), FILE, POSDIFF, XPOS, YPOS and
+    the survey's scores (RB, DRB, RELIAB) in the primary header, the three stamps as
+    float32 images (edge stamps NaN-padded). Written atomically.
+
+    Parameters
+    ----------
+    reference : str, path-like or dict
+        A candidate reference (see :func:`read_alert`) or an alert dict.
+    path : str or path-like
+        The FITS file to write; a folder writes ``<folder>/<alert id>.fits``.
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    CutoutError
+        If the alert cannot be read.
+    OutputError
+        If the file exists (and ``overwrite`` is False) or cannot be written.
+    """
+    from astropy.io import fits
+
+    from ._atomic import atomic_output
+    from .exceptions import OutputError
+
+    channels = tuple(CHANNEL_FIELDS)
+    if isinstance(reference, dict):
+        image, keywords = candidate_from_alert(reference, channels)
+    else:
+        image, keywords = read_alert(reference, channels)
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{keywords['candid']}.fits"
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: exists; remove it or pass overwrite=True")
+    primary = fits.PrimaryHDU()
+    header = primary.header
+    header["CANDID"] = keywords["candid"]
+    header["OBJECTID"] = keywords["objectId"]
+    for key, column in (("RA", "ra"), ("DEC", "dec"), ("MAG", "mag"), ("MAGERR", "magerr"),
+                        ("FWHM", "fwhm"), ("XPOS", "xpos"), ("YPOS", "ypos"), ("RB", "rb"),
+                        ("DRB", "drb"), ("RELIAB", "reliability")):  # fmt: skip
+        value = keywords[column]
+        if math.isfinite(value):
+            header[key] = value
+    header["FILTER"] = keywords["filter"]
+    header["EDGE"] = str(bool(keywords["edge"]))
+    header["FILE"] = keywords["file"]
+    header["POSDIFF"] = {"t": "T", "1": "T", "f": "F", "0": "F"}.get(keywords["isdiffpos"], "")
+    # The reference (file#id), its end where it is longer than a card holds.
+    header["ALERT"] = (keywords["candid"] if isinstance(reference, dict) else str(reference))[-68:]
+    hdus = [primary] + [fits.ImageHDU(image[..., i], name=name) for i, name in enumerate(channels)]
+    with atomic_output(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+    return path
+
+
+# ---------------------------------------------------------------- streams
+
+
+AlertScores = collections.namedtuple("AlertScores", ["ids", "p_real", "skipped"])
+AlertScores.__doc__ = """One batch of scored alerts, as :func:`score_alerts` yields it.
+
+Attributes
+----------
+ids : list of str
+    Alert ids (ZTF candid, Rubin diaSourceId), in the order the alerts came.
+p_real : ndarray of shape (n,), float64
+    P(real) of each (calibrated when the classifier is).
+skipped : list of (str, str)
+    ``(alert id, reason)`` of the alerts of this batch left out (edge stamps,
+    missing or non-FITS stamps).
+"""
+
+
+def score_alerts(classifier, alerts, *, batch_size=256, precision="auto", include_edge=False):
+    """Score a stream of alert packets, batch by batch, in bounded memory.
+
+    Alerts are decoded as they come, gathered into batches of ``batch_size`` and each
+    batch is scored in one call of the network; the generator holds one batch at a
+    time, however long the stream.
+
+    Parameters
+    ----------
+    classifier : CutoutClassifier
+        A fitted or loaded classifier; its channels (``channels_``) must be among SCI,
+        REF and DIFF, its input size at most the stamps' (larger stamps are cropped).
+    alerts : iterable of dict
+        Alert packets as fastavro, fink-client or a Kafka consumer decode them, rows
+        of a broker's Parquet file as dicts, or the alerts of :func:`iter_alerts`.
+    batch_size : int, default 256
+        Alerts scored together.
+    precision : {"auto", "float32", "bfloat16"}, default "auto"
+        Precision of the forward pass (see :mod:`otrain.precision`).
+    include_edge : bool, default False
+        Score edge stamps (NaN-padded) too; by default they are skipped, as in
+        :func:`otrain.inference.score_files`.
+
+    Yields
+    ------
+    AlertScores
+        ``(ids, p_real, skipped)`` for each batch; the last one may be smaller.
+
+    Examples
+    --------
+    >>> import fastavro
+    >>> with open("alerts.avro", "rb") as handle:  # doctest: +SKIP
+    ...     for batch in score_alerts(classifier, fastavro.reader(handle)):
+    ...         for alert_id, p in zip(batch.ids, batch.p_real):
+    ...             print(alert_id, p)
+    """
+    from .precision import choose_precision
+
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
+    scorer, _, _ = choose_precision(classifier, precision)
+    shape = tuple(int(s) for s in classifier.model_.input_shape[1:])
+    channels = tuple(getattr(classifier, "channels_", None) or ("DIFF",))
+    crop = shape[0] if shape[0] == shape[1] else -1
+    # One buffer for the whole stream: memory does not grow with it.
+    buffer = np.empty((batch_size, *shape), np.float32)
+    ids, skipped = [], []
+    for alert in alerts:
+        alert_id = "?"
+        try:
+            normalised = _as_alert(alert, None)
+            alert_id = normalised["id"]
+            image, keywords = _candidate(normalised, channels, crop, alert_id)
+            if image.shape != shape:
+                raise CutoutError(
+                    f"{alert_id}: stamps of {'x'.join(map(str, image.shape))} where the model "
+                    f"takes {'x'.join(map(str, shape))}",
+                    alert_id,
+                )
+            if keywords["edge"] and not include_edge:
+                skipped.append((alert_id, f"{alert_id}: edge stamp (NaN-padded), skipped"))
+                continue
+        except CutoutError as err:
+            skipped.append((alert_id, str(err)))
+            continue
+        buffer[len(ids)] = image
+        ids.append(alert_id)
+        if len(ids) == batch_size:
+            yield _score_batch(scorer, buffer, ids, skipped)
+            ids, skipped = [], []
+    if ids or skipped:
+        yield _score_batch(scorer, buffer, ids, skipped)
+
+
+def _score_batch(scorer, buffer, ids, skipped):
+    if ids:
+        p_real = np.asarray(scorer.predict_proba(buffer[: len(ids)])[:, 1], dtype=np.float64)
+    else:
+        p_real = np.empty(0, np.float64)
+    return AlertScores(list(ids), p_real, list(skipped))
+
+
+# ---------------------------------------------------------------- plots
+
+
+#: The survey scores :func:`plot_survey_scores` draws against, with their labels.
+SURVEY_SCORES = {
+    "drb": "ZTF drb (deep real/bogus)",
+    "rb": "ZTF rb (random forest)",
+    "reliability": "Rubin reliability",
+}
+
+
+def plot_survey_scores(table, path, *, title=None):
+    """Draw otrain's P(real) against the survey's own scores, one panel per score.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        A result table with ``label1`` and some of the columns ``rb``, ``drb``,
+        ``reliability`` (as :func:`otrain.inference.score_files` gives for alerts).
+    path : str or path-like
+        The PNG to write (atomically).
+    title : str, optional
+        Figure title (default: the number of candidates).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The file written, or None when the table has no survey score.
+    """
+    from ._atomic import atomic_output
+
+    panels = []
+    for column, label in SURVEY_SCORES.items():
+        if column in table.colnames:
+            values = np.asarray(table[column], dtype=np.float64)
+            if np.isfinite(values).any():
+                panels.append((column, label, values))
+    if not panels:
+        return None
+    # A bare Figure draws with Agg without touching pyplot's global state.
+    from matplotlib.figure import Figure
+
+    p_real = np.asarray(table["label1"], dtype=np.float64)
+    figure = Figure(figsize=(4.2 * len(panels), 4.2), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (_column, label, values) in zip(axes, panels, strict=True):
+        ok = np.isfinite(values)
+        ax.plot([0, 1], [0, 1], color="0.7", lw=1, zorder=0)
+        ax.scatter(values[ok], p_real[ok], s=14, alpha=0.7, edgecolor="none")
+        agree = np.mean((values[ok] >= 0.5) == (p_real[ok] >= 0.5))
+        ax.set(
+            xlim=(-0.02, 1.02),
+            ylim=(-0.02, 1.02),
+            xlabel=label,
+            ylabel="otrain P(real) (label1)",
+            title=f"{ok.sum()} candidates, {100 * agree:.0f}% agree at 0.5",
+        )
+        ax.set_aspect("equal")
+    figure.suptitle(title or f"otrain against the survey's own scores ({len(table)} candidates)")
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    return path
+
+
+def _short(err):
+    text = str(err).strip().splitlines()
+    return text[0] if text and text[0] else type(err).__name__
