@@ -10,7 +10,14 @@ called real when P(real) >= threshold) and the calibration map of P(real)
 by ``predict_proba``. In a ``.keras`` file (a zip archive) the record is the member
 ``otrain.json``; in an ``.h5`` file it is the root attribute ``otrain``.
 
-Loading never unpickles and never uses Keras' ``safe_mode=False``. Legacy Keras
+Loading never unpickles and never uses Keras' ``safe_mode=False``. Model files are
+often strangers' files (a model from a paper, a repository): before Keras builds any
+layer, the stored configuration is checked against an allow-list of the layers,
+activations and helper objects a real/bogus CNN is made of (see :func:`check_config`),
+and the HDF5 weights against links and external storage that would read other files;
+anything else (a ``Lambda`` layer holding code, lookup layers that read a vocabulary
+file, ``TFSMLayer``, classes from other modules) is refused, naming the layer. Keras
+then loads inside its safe-mode scope. Legacy Keras
 ``.h5`` files (the original O'TRAIN, ZTF's braai, other TensorFlow 2.x-era models)
 load for scoring, including those Keras 3 rejects: the network is rebuilt from the
 stored configuration and the weights are set layer by layer, by name. Such files
@@ -27,11 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_output
+from ._validation import check_channels as _check_channels
+from ._validation import check_threshold
 from ._version import __version__
-from .cutouts import _check_channels
 from .exceptions import ModelFileError
 
-__all__ = ["save_model", "load_model", "MODEL_SUFFIXES"]
+__all__ = ["save_model", "load_model", "check_config", "MODEL_SUFFIXES"]
 
 #: Suffixes of the model files otrain writes and reads.
 MODEL_SUFFIXES = (".keras", ".h5")
@@ -135,14 +143,9 @@ def save_model(estimator, path, *, channels=None, extra=None):
         record["bfloat16_check"] = dict(classifier.bfloat16_check_)
     record.update(extra or {})
     if record.get("threshold") is not None:
-        from .diagnostics import _check_threshold
-
-        record["threshold"] = _check_threshold(record["threshold"])
+        record["threshold"] = check_threshold(record["threshold"])
     if callable(params.get("network")):
         record["params"]["network"] = getattr(params["network"], "__name__", "custom")
-    classifier.channels_ = channels
-    classifier.model_file_record_ = record
-    classifier.threshold_ = record.get("threshold")
     with atomic_output(path) as tmp, _quiet_h5_notice():
         if path.suffix == ".keras":
             with _without_optimizer(classifier.model_):
@@ -155,6 +158,7 @@ def save_model(estimator, path, *, channels=None, extra=None):
             classifier.model_.save(tmp, include_optimizer=False)
             with h5py.File(tmp, "a") as handle:
                 handle.attrs["otrain"] = json.dumps(record)
+    classifier._saved_as(channels=channels, record=record)
     return path
 
 
@@ -220,7 +224,7 @@ def read_record(path):
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file; check the path (--model)")
+        raise ModelFileError(_missing_message(path))
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -246,6 +250,22 @@ def read_record(path):
             ".keras or .h5 model written by otrain-train or Keras"
         ) from err
     return None if record is None else json.loads(record)
+
+
+def _missing_message(path):
+    """Why ``path`` is not there, pointing from O'TRAIN's model layout to otrain's."""
+    # O'TRAIN kept a model as MODEL_PATH/CNN_training/NAME/NAME.h5; otrain-train writes
+    # MODEL_PATH/CNN_training/NAME.h5 and keeps NAME/ for plots and diagnostics.
+    if path.parent.name == path.stem and path.parent.parent.name == "CNN_training":
+        moved = [path.parent.with_suffix(s) for s in MODEL_SUFFIXES]
+        found = [m for m in moved if m.is_file()]
+        where = found[0] if found else path.parent.with_suffix(path.suffix or ".h5")
+        return (
+            f"{path}: no such model file; O'TRAIN kept models in CNN_training/NAME/NAME.h5, "
+            f"otrain-train stores them as CNN_training/NAME.h5 (NAME/ holds the plots): "
+            f"give --model {where}" + ("" if found else " (not there either: check the name)")
+        )
+    return f"{path}: no such model file; check the path (--model)"
 
 
 def load_model(path, *, channels=None, normalisation=None):
@@ -283,6 +303,7 @@ def load_model(path, *, channels=None, normalisation=None):
 
     path = Path(path)
     record = read_record(path)
+    _check_file(path)
     if record is not None:
         for name, given, stored in (
             ("channels", channels and list(_check_channels(channels)), record["channels"]),
@@ -309,6 +330,10 @@ def load_model(path, *, channels=None, normalisation=None):
     try:
         inner = _load_keras(path, keras)
     except ModelFileError:
+        if zipfile.is_zipfile(path):
+            # A .keras archive Keras refuses has no legacy form to fall back on:
+            # Keras' own reason is the one to report.
+            raise
         inner = _rebuild_legacy(path, keras)
     model = _wrap_legacy(inner, normalisation, keras)
     if model.input_shape[-1] != len(channels):
@@ -335,17 +360,238 @@ def _custom_objects():
     return {"StampNormalisation": StampNormalisation, "RandomDihedral": RandomDihedral}
 
 
+# The layers a real/bogus CNN is built from (otrain's networks, braai, O'TRAIN's and
+# their Keras 2 ancestors). Anything else is refused before Keras sees the file.
+_LAYERS = frozenset(
+    {
+        "InputLayer", "Sequential", "Functional", "Model",
+        "Conv1D", "Conv2D", "Convolution2D", "SeparableConv2D", "DepthwiseConv2D",
+        "Conv2DTranspose", "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D",
+        "GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
+        "Dense", "Dropout", "SpatialDropout2D", "GaussianDropout", "GaussianNoise",
+        "AlphaDropout", "Flatten", "Reshape", "Permute", "BatchNormalization",
+        "LayerNormalization", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
+        "ZeroPadding2D", "Cropping2D", "UpSampling2D",
+        "Add", "Concatenate", "Multiply", "Average", "Maximum", "Minimum", "Subtract",
+        # otrain's own layers, under their plain and registered names.
+        "StampNormalisation", "RandomDihedral",
+        "otrain>StampNormalisation", "otrain>RandomDihedral",
+    }
+)  # fmt: skip
+# Objects nested in layer configs: initialisers, regularisers, constraints, dtype
+# policies, and the tensor references of functional models. All are plain values.
+_HELPERS = frozenset(
+    {
+        "Zeros", "Ones", "Constant", "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal",
+        "LecunUniform", "LecunNormal", "RandomUniform", "RandomNormal", "TruncatedNormal",
+        "VarianceScaling", "Orthogonal", "Identity",
+        "L1", "L2", "L1L2", "OrthogonalRegularizer",
+        "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm",
+        "DTypePolicy", "FloatDTypePolicy", "Policy",
+        "__keras_tensor__", "__tuple__",
+    }
+)  # fmt: skip
+_ACTIVATIONS = frozenset(
+    {
+        "linear", "relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish",
+        "sigmoid", "hard_sigmoid", "hard_silu", "hard_swish", "softmax", "log_softmax",
+        "softplus", "softsign", "tanh", "exponential", "mish",
+    }
+)  # fmt: skip
+# Why the layers people meet in downloaded models are refused.
+_REFUSED = {
+    "Lambda": "runs Python code stored in the file",
+    "TFSMLayer": "loads a TensorFlow SavedModel from a path named in the file",
+    "StringLookup": "reads a vocabulary file named in the file",
+    "IntegerLookup": "reads a vocabulary file named in the file",
+    "TextVectorization": "reads a vocabulary file named in the file",
+    "function": "names a Python function to call",
+    "__lambda__": "runs Python code stored in the file",
+}
+# Configuration keys Keras does not read when loading for scoring (compile=False).
+_NOT_READ = ("compile_config", "training_config")
+
+
+def check_config(config, path="model"):
+    """Refuse a stored model configuration holding anything but a plain CNN's parts.
+
+    Every serialised object (a dict with a ``class_name``) must be one of the layers
+    a real/bogus CNN is built from or a plain helper (initialiser, regulariser,
+    constraint, dtype policy, tensor reference), from Keras' or otrain's modules;
+    every activation must be one of Keras' built-in functions named by string.
+
+    Parameters
+    ----------
+    config : dict
+        The model configuration (``config.json`` of a ``.keras`` archive, the
+        ``model_config`` attribute of an ``.h5`` file), decoded.
+    path : str or path-like, default "model"
+        The file, for the error message.
+
+    Raises
+    ------
+    ModelFileError
+        Naming the first refused layer or object, and why.
+    """
+    _check_node(config, path, "the model")
+
+
+def _check_node(node, path, where):
+    if isinstance(node, list):
+        for item in node:
+            _check_node(item, path, where)
+        return
+    if not isinstance(node, dict):
+        return
+    if "class_name" in node:
+        where = _check_object(node, path, where)
+    for key, value in node.items():
+        if key in _NOT_READ:
+            continue
+        if key in ("activation", "recurrent_activation"):
+            _check_activation(value, path, where)
+            continue
+        _check_node(value, path, where)
+
+
+def _check_object(node, path, where):
+    """Check one serialised object; returns how to name it in later messages."""
+    class_name = str(node["class_name"])
+    config = node.get("config")
+    name = (config.get("name") if isinstance(config, dict) else None) or node.get("name")
+    label = f"layer {name!r} ({class_name})" if name else class_name
+    module = node.get("module")
+    registered = node.get("registered_name")
+    reason = None
+    if module is not None and not (_is_keras_module(module) or module == "otrain.networks"):
+        reason = f"comes from the module {module!r}, not from Keras or otrain"
+    elif class_name not in _LAYERS and class_name not in _HELPERS:
+        reason = _REFUSED.get(class_name, "is not a layer a real/bogus CNN is built from")
+    elif registered not in (None, class_name) and registered not in _LAYERS:
+        reason = f"is registered as {registered!r}, a name otrain does not know"
+    if reason is not None:
+        raise ModelFileError(
+            f"{path}: refused before loading: {label} in {where} {reason}; otrain loads "
+            "only plain CNN layers (Conv2D, Dense, Dropout, pooling...) from model files, "
+            "so a model holding it cannot be used here (rebuild it without that layer)"
+        )
+    return label if class_name in _LAYERS else where
+
+
+def _is_keras_module(module):
+    module = str(module)
+    return module == "keras" or module.startswith("keras.")
+
+
+def _check_activation(value, path, where):
+    if value is None or (isinstance(value, str) and value in _ACTIVATIONS):
+        return
+    if isinstance(value, dict) and value.get("class_name") == "function":
+        # Keras 3 may store a built-in activation as a function reference.
+        if value.get("config") in _ACTIVATIONS and _is_keras_module(
+            value.get("module") or "keras"
+        ):
+            return
+    shown = json.dumps(value)[:120]
+    raise ModelFileError(
+        f"{path}: refused before loading: {where} has the activation {shown}, not one of "
+        "Keras' built-in activations named by string (relu, sigmoid, softmax...); a model "
+        "holding it cannot be used here"
+    )
+
+
+def _stored_config(path):
+    """The model configuration stored in ``path``, decoded, without building anything."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            return json.loads(_text(handle.attrs["model_config"]))
+    except (KeyError, ValueError, OSError) as err:
+        raise ModelFileError(
+            f"{path}: the stored model configuration is unreadable ({_whole(err)}); "
+            "give a .keras or .h5 model written by otrain-train or Keras"
+        ) from err
+
+
+def _check_file(path):
+    """Check the stored configuration and the HDF5 storage of ``path`` before loading."""
+    check_config(_stored_config(path), path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            bad = [n for n in names if n.startswith(("/", "\\")) or ".." in n.split("/")]
+            if bad:
+                raise ModelFileError(
+                    f"{path}: refused before loading: the archive member {bad[0]!r} points "
+                    "outside the archive; a model holding it cannot be used here"
+                )
+            if "model.weights.h5" in names:
+                import io
+
+                import h5py
+
+                weights = io.BytesIO(archive.read("model.weights.h5"))
+                with h5py.File(weights, "r") as handle:
+                    _check_storage(handle, path)
+        return
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        _check_storage(handle, path)
+
+
+def _check_storage(group, path):
+    """Refuse HDF5 links and datasets that would read other files than ``path``."""
+    import h5py
+
+    for name in group:
+        link = group.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink | h5py.SoftLink):
+            raise ModelFileError(
+                f"{path}: refused before loading: the HDF5 entry {group.name}/{name} is a "
+                f"link ({type(link).__name__}), which may read another file; a model file "
+                "holds its weights itself"
+            )
+        item = group[name]
+        if isinstance(item, h5py.Group):
+            _check_storage(item, path)
+        elif item.is_virtual or item.id.get_create_plist().get_external_count():
+            raise ModelFileError(
+                f"{path}: refused before loading: the HDF5 dataset {item.name} keeps its "
+                "values in another file; a model file holds its weights itself"
+            )
+
+
+def _whole(err):
+    """Keras' or h5py's reason, whole, on one line."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _safe_mode():
+    # Keras only checks Lambda layers (and friends) inside this scope or when
+    # load_model is given safe_mode=True; otrain's own rebuild calls from_config
+    # directly, so the scope is set around every load. The allow-list above has
+    # already refused such layers; this is the second lock.
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    return SafeModeScope(True)
+
+
 def _load_keras(path, keras):
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _safe_mode():
             # Keras 3 warns about Keras 2 configs (input_shape arguments) it then may or
             # may not load; a failure is handled below, the warning says nothing useful.
             warnings.simplefilter("ignore", UserWarning)
-            return keras.saving.load_model(path, compile=False, custom_objects=_custom_objects())
+            return keras.saving.load_model(
+                path, compile=False, safe_mode=True, custom_objects=_custom_objects()
+            )
     except Exception as err:  # noqa: BLE001 - Keras raises many types on foreign files
-        raise ModelFileError(
-            f"{path}: Keras cannot load this model ({str(err).splitlines()[0][:200]})"
-        ) from err
+        raise ModelFileError(f"{path}: Keras cannot load this model ({_whole(err)})") from err
 
 
 def _rebuild_legacy(path, keras):
@@ -360,7 +606,8 @@ def _rebuild_legacy(path, keras):
                 name: [np.asarray(weights[name][w]) for w in _weight_names(weights[name])]
                 for name in weights
             }
-        model = _model_from_legacy_config(config, keras)
+        with _safe_mode():
+            model = _model_from_legacy_config(config, keras)
         for layer in model.layers:
             values = stored.get(layer.name)
             if values:
@@ -371,7 +618,7 @@ def _rebuild_legacy(path, keras):
         raise
     except Exception as err:  # noqa: BLE001 - anything here means: not loadable
         raise ModelFileError(
-            f"{path}: cannot rebuild this legacy Keras model ({str(err).splitlines()[0][:200]}); "
+            f"{path}: cannot rebuild this legacy Keras model ({_whole(err)}); "
             "re-save it with a recent Keras or give an otrain model"
         ) from err
     return model
@@ -459,21 +706,15 @@ def _classifier_from(model, record, path):
     shape = tuple(record["input_shape"])
     classifier.initialize(np.zeros((2, *shape), np.float32), np.array([0, 1]))
     classifier._prebuilt_model = None
-    classifier.channels_ = tuple(record["channels"])
-    classifier.model_file_record_ = record
-    classifier.threshold_ = record.get("threshold")
-    check = record.get("bfloat16_check")
-    classifier.bfloat16_check_ = (
-        check if isinstance(check, dict) and "max_difference" in check else None
-    )
-    classifier.calibration_ = None
+    calibration = None
     if record.get("calibration") is not None:
         from .calibration import Calibration
 
         try:
-            classifier.calibration_ = Calibration.from_record(record["calibration"])
+            calibration = Calibration.from_record(record["calibration"])
         except (KeyError, TypeError, ValueError) as err:
             raise ModelFileError(
                 f"{path}: the stored calibration is unreadable ({err}); re-calibrate the model"
             ) from err
+    classifier._restore(channels=record["channels"], record=record, calibration=calibration)
     return classifier
