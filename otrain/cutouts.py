@@ -29,6 +29,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
+from .alerts import ALERT_COLUMNS, is_alert_file
+from .alerts import _read_reference as _read_alert
 from .exceptions import CutoutError
 
 __all__ = [
@@ -159,7 +161,9 @@ def read_cutout(path, channels=DEFAULT_CHANNELS, cutout_size=-1):
     ----------
     path : str or path-like
         A single-HDU FITS file (image in the primary HDU) or a multi-extension file
-        whose image HDUs are named by ``EXTNAME``.
+        whose image HDUs are named by ``EXTNAME``; or an alert packet: an ``.avro`` or
+        ``.parquet`` file of one alert, or ``file#id`` for one alert of a file of
+        several (see :mod:`otrain.alerts`; its stamps are the channels SCI, REF, DIFF).
     channels : sequence of str or str, default ("DIFF",)
         EXTNAMEs of the images to stack, in order, e.g. ``("SCI", "REF", "DIFF")``;
         a comma-separated string is accepted. A single-HDU file gives its one image
@@ -196,6 +200,9 @@ def read_cutout(path, channels=DEFAULT_CHANNELS, cutout_size=-1):
 
 def _read(path, channels, cutout_size):
     path = str(path)
+    if is_alert_file(path):
+        # An alert packet (file or file#id): see otrain.alerts.
+        return _read_alert(path, channels, cutout_size)
     fast = _read_plain(path, channels)
     if fast is not None:
         planes, headers = fast
@@ -472,7 +479,9 @@ def keywords_table(rows):
     Returns
     -------
     astropy.table.Table
-        One row per file, columns :data:`KEYWORD_COLUMNS`, with units.
+        One row per file, columns :data:`KEYWORD_COLUMNS`, with units; then, where
+        some rows come from alert packets, the columns of
+        :data:`otrain.alerts.ALERT_COLUMNS` (object id, the survey's scores).
     """
     table = Table()
     for column in KEYWORD_COLUMNS:
@@ -484,6 +493,12 @@ def keywords_table(rows):
         else:
             table[column] = np.array(values, dtype=np.float64)
             table[column].unit = _KEYWORDS[column][2]
+    if any("objectId" in row for row in rows):
+        # Alerts (otrain.alerts) carry the object id and the survey's own scores.
+        for column, kind in ALERT_COLUMNS.items():
+            missing = "" if kind == "str" else math.nan
+            values = [row.get(column, missing) for row in rows]
+            table[column] = np.array(values, dtype=str if kind == "str" else np.float64)
     return table
 
 

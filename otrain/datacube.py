@@ -19,6 +19,7 @@ from astropy.table import Table
 
 from ._atomic import atomic_output
 from ._version import __version__
+from .alerts import ALERT_SUFFIXES, iter_references
 from .cutouts import DEFAULT_CHANNELS, KEYWORD_COLUMNS, _check_channels, load_cutouts
 from .exceptions import DatacubeError
 
@@ -31,8 +32,16 @@ __all__ = [
     "CUTOUT_SUFFIXES",
 ]
 
-#: File name endings taken as cutouts when a folder is scanned.
-CUTOUT_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
+#: File name endings taken as cutouts when a folder is scanned (any case): every FITS
+#: file :func:`otrain.cutouts.read_cutout` reads (plain, gzip, bzip2, tile-compressed
+#: ``.fz``) and the alert files of :mod:`otrain.alerts`. The one list for every scan.
+CUTOUT_SUFFIXES = (
+    ".fits", ".fit", ".fts",
+    ".fits.gz", ".fit.gz", ".fts.gz",
+    ".fits.fz", ".fit.fz", ".fz",
+    ".fits.bz2",
+    *ALERT_SUFFIXES,
+)  # fmt: skip
 
 # Keyword column -> key in the .npz file. The first six are O'TRAIN's names.
 _NPZ_KEYS = {
@@ -147,6 +156,9 @@ class Datacube:
 def find_cutouts(folder):
     """List the cutout files of ``folder`` (sorted), by :data:`CUTOUT_SUFFIXES`.
 
+    Alert files holding several alerts give one reference per alert (see
+    :func:`iter_cutouts`); the list is sorted as text.
+
     Parameters
     ----------
     folder : str or path-like
@@ -181,7 +193,9 @@ def iter_cutouts(folder):
     -------
     iterator of str
         ``folder / name`` for each file whose name ends with one of
-        :data:`CUTOUT_SUFFIXES` (any case); sub-folders are not entered.
+        :data:`CUTOUT_SUFFIXES` (any case); sub-folders are not entered. An alert
+        file holding several alerts gives one reference ``folder / name#id`` per
+        alert (see :mod:`otrain.alerts`).
 
     Raises
     ------
@@ -197,8 +211,12 @@ def iter_cutouts(folder):
 def _scan(folder):
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.name.lower().endswith(CUTOUT_SUFFIXES) and entry.is_file():
-                yield str(folder / entry.name)
+            name = entry.name.lower()
+            if name.endswith(CUTOUT_SUFFIXES) and entry.is_file():
+                if name.endswith(ALERT_SUFFIXES):
+                    yield from iter_references(folder / entry.name)
+                else:
+                    yield str(folder / entry.name)
 
 
 def _undersample(n_true, n_false, frac_true):
