@@ -23,7 +23,6 @@ import json
 import secrets
 import socket
 import threading
-import time
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
@@ -249,8 +248,10 @@ def make_server(session, *, host=LOOPBACK, port=0, token=None, log=None):
 
 def serve_in_thread(server):
     """Run ``server`` in a daemon thread (tests, notebooks); returns the thread."""
-    thread = threading.Thread(target=server.serve_forever, daemon=True, name="otrain-label")
+    # A short poll interval: shutdown() waits for at most one.
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+        name="otrain-label",
+    )
     thread.start()
-    # The socket is listening already; the short wait lets the loop start polling.
-    time.sleep(0.01)
     return thread
