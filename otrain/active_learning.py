@@ -63,13 +63,10 @@ class Ranking:
 
 def _check_strategy(strategy):
     if strategy not in STRATEGIES:
-        raise LabellingError(
-            f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
-        )
+        raise LabellingError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
 
 
-def order_by_scores(strategy, n, *, p_real=None, p_real_std=None, threshold=0.5,
-                    random_state=0):
+def order_by_scores(strategy, n, *, p_real=None, p_real_std=None, threshold=0.5, random_state=0):
     """Order ``n`` candidates by ``strategy`` from scores already computed.
 
     Parameters
@@ -198,8 +195,14 @@ def rank_candidates(
 
         paths = [str(c) for c in candidates]
         table, summary = score_files(
-            model, paths, n_jobs=n_jobs, progress=progress, threshold=threshold,
-            mc_samples=mc, random_state=random_state, precision="float32",
+            model,
+            paths,
+            n_jobs=n_jobs,
+            progress=progress,
+            threshold=threshold,
+            mc_samples=mc,
+            random_state=random_state,
+            precision="float32",
         )
         skipped = list(summary["skipped"])
         if len(table) == 0 and skipped:
@@ -215,8 +218,13 @@ def rank_candidates(
             if mc:
                 p_std[rows] = np.asarray(table["label1_std"], dtype=float)
     order = order_by_scores(
-        strategy, n, p_real=p_real, p_real_std=p_std, threshold=threshold,
+        strategy,
+        n,
+        p_real=p_real,
+        p_real_std=p_std,
+        threshold=threshold,
         random_state=random_state,
     )
-    return Ranking(order=order, p_real=p_real, p_real_std=p_std, threshold=threshold,
-                   skipped=skipped)
+    return Ranking(
+        order=order, p_real=p_real, p_real_std=p_std, threshold=threshold, skipped=skipped
+    )

@@ -112,8 +112,12 @@ def _header_position(reference, ra_key, dec_key):
             headers = [hdu.header for hdu in hdul]
             for header in headers:
                 if ra_key in header and dec_key in header:
-                    ra = _angle(header[ra_key], u.hourangle if isinstance(
-                        header[ra_key], str) and ":" in header[ra_key] else u.deg)
+                    ra = _angle(
+                        header[ra_key],
+                        u.hourangle
+                        if isinstance(header[ra_key], str) and ":" in header[ra_key]
+                        else u.deg,
+                    )
                     dec = _angle(header[dec_key], u.deg)
                     if np.isfinite(ra) and np.isfinite(dec):
                         return ra, dec
@@ -217,8 +221,8 @@ def read_catalogue(path, *, ra_col=None, dec_col=None):
     if not path.is_file():
         raise LabellingError(f"{path}: no such catalogue file; check --crossmatch")
     try:
-        table = Table.read(path, format="csv") if path.suffix.lower() == ".csv" else Table.read(
-            path
+        table = (
+            Table.read(path, format="csv") if path.suffix.lower() == ".csv" else Table.read(path)
         )
     except Exception as err:  # noqa: BLE001 - astropy raises a dozen kinds for bad tables
         raise LabellingError(

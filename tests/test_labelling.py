@@ -39,8 +39,14 @@ def candidates(tmp_path):
         diff = point_source(32, flux=100.0 * (i + 1), rng=rng)
         diff[0, :3] = np.nan
         write_triplet(
-            folder / f"cand{i}.fits", sci, rng.normal(0, 1, (32, 32)), diff,
-            MAG=18.0 + i / 10, FWHM=2.5, RA=150.0 + i / 3600, DEC=2.0,
+            folder / f"cand{i}.fits",
+            sci,
+            rng.normal(0, 1, (32, 32)),
+            diff,
+            MAG=18.0 + i / 10,
+            FWHM=2.5,
+            RA=150.0 + i / 3600,
+            DEC=2.0,
         )
     (folder / "zz_corrupt.fits").write_bytes(b"SIMPLE  = not really a FITS file")
     return folder
@@ -70,7 +76,9 @@ def test_store_appends_copies_and_last_word_wins(candidates, tmp_path):
     rows = _rows(out / "labels.csv")
     assert (out / "labels.csv").read_text().splitlines()[0] == ",".join(LABELS_COLUMNS)
     assert [r[:2] for r in rows] == [
-        ["cand0.fits", "real"], ["cand1.fits", "bogus"], ["cand0.fits", "bogus"]
+        ["cand0.fits", "real"],
+        ["cand1.fits", "bogus"],
+        ["cand0.fits", "bogus"],
     ]
     assert rows[0][3] == "0.25" and rows[0][4] == "tester" and rows[1][3] == ""
     # Reopening reads the same state back.
@@ -132,7 +140,9 @@ def test_a_crash_between_row_and_copy_is_finished_on_restart(candidates, tmp_pat
     assert (out / "true" / "cand0.fits").exists() and (out / "false" / "cand1.fits").exists()
     again.record(str(candidates / "cand2.fits"), "real")
     assert LabelStore(out).labels == {
-        "cand0.fits": "real", "cand1.fits": "bogus", "cand2.fits": "real"
+        "cand0.fits": "real",
+        "cand1.fits": "bogus",
+        "cand2.fits": "real",
     }
 
 
@@ -249,7 +259,9 @@ def test_routes_answer_and_decisions_are_filed(served, tmp_path):
     status, data = _request(server, "GET", "/api/queue?n=3")
     assert data["queue"] == [0, 1, 2]
     status, data = _request(
-        server, "POST", "/api/label",
+        server,
+        "POST",
+        "/api/label",
         {"decisions": [{"id": 0, "label": "real"}, {"id": 6, "label": "real"}]},
     )
     assert status == 200
@@ -286,8 +298,14 @@ def test_no_path_reaches_a_file_outside_the_candidates(served, path):
 
 def test_bad_posts_are_refused(served):
     _, server, _ = served
-    assert _request(server, "POST", "/api/label", {"decisions": [{"id": 0, "label": "undo"}]})[0] == 409
-    assert _request(server, "POST", "/api/label", {"decisions": [{"id": 99, "label": "real"}]})[0] == 404
+    assert (
+        _request(server, "POST", "/api/label", {"decisions": [{"id": 0, "label": "undo"}]})[0]
+        == 409
+    )
+    assert (
+        _request(server, "POST", "/api/label", {"decisions": [{"id": 99, "label": "real"}]})[0]
+        == 404
+    )
     # Not JSON: a foreign web page cannot post a decision without a preflight.
     status, _ = _request(server, "POST", "/api/label", None, {"Content-Type": "text/plain"})
     assert status == 409
@@ -310,8 +328,12 @@ def test_non_loopback_host_needs_the_token(candidates, tmp_path):
         assert _request(server, "GET", "/api/state?token=wrong")[0] == 403
         assert _request(server, "POST", "/api/label", {"decisions": []})[0] == 403
         assert _request(server, "GET", f"/api/state?token={token}")[0] == 200
-        assert _request(server, "GET", "/api/state", headers={
-            "Cookie": f"otrain_label_token={token}"})[0] == 200
+        assert (
+            _request(
+                server, "GET", "/api/state", headers={"Cookie": f"otrain_label_token={token}"}
+            )[0]
+            == 200
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -348,8 +370,10 @@ def test_session_queue_skips_labelled_candidates(candidates, tmp_path):
         (["--cutouts", "{cands}", "--out", "{tmp}/t", "--order", "uncertainty"], "needs a model"),
         (["--cutouts", "{tmp}/t/true", "--out", "{tmp}/t"], "true/ folder of --out"),
         (["--cutouts", "{cands}", "--out", "/proc/otrain"], "cannot create the output folder"),
-        (["--cutouts", "{cands}", "--out", "{tmp}/t", "--crossmatch", "{tmp}/none.csv"],
-         "no such catalogue file"),
+        (
+            ["--cutouts", "{cands}", "--out", "{tmp}/t", "--crossmatch", "{tmp}/none.csv"],
+            "no such catalogue file",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, candidates, tmp_path, capsys):
@@ -370,10 +394,16 @@ def test_out_inside_the_candidates_is_not_scanned(candidates):
 
 
 def test_entry_point_serves_and_prints_the_url(candidates, tmp_path):
-    command = [str(Path(sys.executable).with_name("otrain-label")), "--cutouts",
-               str(candidates), "--out", str(tmp_path / "t")]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as process:
+    command = [
+        str(Path(sys.executable).with_name("otrain-label")),
+        "--cutouts",
+        str(candidates),
+        "--out",
+        str(tmp_path / "t"),
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
         try:
             lines = []
             for line in process.stdout:

@@ -36,8 +36,7 @@ def build_parser():
     page.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to serve on; any non-loopback address requires the token printed "
-        "in the URL",
+        help="address to serve on; any non-loopback address requires the token printed in the URL",
     )
     page.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     page.add_argument(
@@ -87,9 +86,7 @@ def build_parser():
         metavar="CATALOG",
         help="catalogue of known variable stars / transients (CSV, ECSV, FITS, VOTable)",
     )
-    cross.add_argument(
-        "--radius", type=float, default=2.0, help="match radius in arcseconds"
-    )
+    cross.add_argument("--radius", type=float, default=2.0, help="match radius in arcseconds")
     cross.add_argument("--ra-key", default="RA", help="header keyword of the candidates' RA")
     cross.add_argument("--dec-key", default="DEC", help="header keyword of the candidates' Dec")
     cross.add_argument("--ra-col", default=None, help="catalogue RA column (default: ra, any case)")

@@ -52,8 +52,7 @@ def find_candidates(cutouts, out=None):
     references = find_cutouts(cutouts)
     if not references:
         raise LabellingError(
-            f"{cutouts}: holds no cutout (*.fits and the other cutout suffixes); "
-            "check the folder"
+            f"{cutouts}: holds no cutout (*.fits and the other cutout suffixes); check the folder"
         )
     return references
 
@@ -118,8 +117,9 @@ def _write_cache(path, stamp, mc, scores):
         table.write(tmp, format="ascii.ecsv", overwrite=True)
 
 
-def _scores(references, out, model, *, order, mc_samples, channels, normalisation, say,
-            random_state):
+def _scores(
+    references, out, model, *, order, mc_samples, channels, normalisation, say, random_state
+):
     """P(real) (and spread) for every candidate, from the cache or the model."""
     from ..active_learning import rank_candidates
     from ..model_files import load_model
@@ -145,8 +145,12 @@ def _scores(references, out, model, *, order, mc_samples, channels, normalisatio
                 say(f"  scored {done} / {len(missing)}")
 
         ranking = rank_candidates(
-            classifier, missing, strategy="mc-dropout" if mc else "score", mc_samples=mc,
-            random_state=random_state, progress=progress,
+            classifier,
+            missing,
+            strategy="mc-dropout" if mc else "score",
+            mc_samples=mc,
+            random_state=random_state,
+            progress=progress,
         )
         for i, reference in enumerate(missing):
             std = np.nan if ranking.p_real_std is None else ranking.p_real_std[i]
@@ -220,16 +224,34 @@ def open_session(
     threshold = 0.5
     if model is not None:
         p_real, p_std, threshold = _scores(
-            references, out, model, order=order, mc_samples=mc_samples,
-            channels=model_channels, normalisation=normalisation, say=say,
+            references,
+            out,
+            model,
+            order=order,
+            mc_samples=mc_samples,
+            channels=model_channels,
+            normalisation=normalisation,
+            say=say,
             random_state=random_state,
         )
-    ranked = order_by_scores(order, len(references), p_real=p_real, p_real_std=p_std,
-                             threshold=threshold, random_state=random_state)
+    ranked = order_by_scores(
+        order,
+        len(references),
+        p_real=p_real,
+        p_real_std=p_std,
+        threshold=threshold,
+        random_state=random_state,
+    )
     description = f"order: {order}"
     if model is not None:
         description += f" · model {Path(model).name} (threshold {threshold:.3g})"
     return LabellingSession(
-        references, store, order=ranked, p_real=p_real, p_real_std=p_std,
-        channels=channels, grid_size=grid_size, description=description,
+        references,
+        store,
+        order=ranked,
+        p_real=p_real,
+        p_real_std=p_std,
+        channels=channels,
+        grid_size=grid_size,
+        description=description,
     )

@@ -149,8 +149,7 @@ def channel_names(reference):
                 names = ["IMAGE"]
     except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
         raise CutoutError(
-            f"{reference}: not a readable FITS file ({' '.join(str(err).split())}); "
-            "it is skipped",
+            f"{reference}: not a readable FITS file ({' '.join(str(err).split())}); it is skipped",
             reference,
         ) from err
     if not names:

@@ -250,7 +250,9 @@ def serve_in_thread(server):
     """Run ``server`` in a daemon thread (tests, notebooks); returns the thread."""
     # A short poll interval: shutdown() waits for at most one.
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        daemon=True,
         name="otrain-label",
     )
     thread.start()

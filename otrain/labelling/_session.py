@@ -171,9 +171,7 @@ class LabellingSession:
                 i = self._check_number(decision.get("id"))
                 label = decision.get("label")
                 if label not in DECISIONS or label == "undo":
-                    raise LabellingError(
-                        f"label must be real, bogus or skip, got {label!r}"
-                    )
+                    raise LabellingError(f"label must be real, bogus or skip, got {label!r}")
                 if label != "skip" and "error" in self.candidate(i):
                     label = "skip"
                 p_real = None if self.p_real is None else self.p_real[i]
@@ -201,4 +199,3 @@ class LabellingSession:
     def _forget(self, i):
         with self._cache_lock:
             self._cache.pop(i, None)
-

@@ -210,9 +210,7 @@ class LabelStore:
             file of the same name (an earlier batch): it is never overwritten.
         """
         if label not in DECISIONS:
-            raise LabellingError(
-                f"label must be one of {', '.join(DECISIONS)}, got {label!r}"
-            )
+            raise LabellingError(f"label must be one of {', '.join(DECISIONS)}, got {label!r}")
         name = candidate_name(reference)
         target = self.destination(reference, label)
         if target is not None and target.exists() and not self._ours(reference, target):
@@ -361,4 +359,3 @@ class LabelStore:
             return 0.0
         span = max((now - min(recent)).total_seconds(), 30.0)
         return 60.0 * len(recent) / span
-
