@@ -64,10 +64,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import CutoutError
+from .exceptions import CutoutError, OTrainError
 
 __all__ = [
     "ALERT_SUFFIXES",
+    "MissingDependencyError",
     "ALERT_COLUMNS",
     "CHANNEL_FIELDS",
     "is_alert_file",
@@ -260,11 +261,19 @@ def _schema(schema_json, path):
     return _Schema(schema_json, path)
 
 
+class MissingDependencyError(OTrainError, ImportError):
+    """An optional package that reading alerts needs is not installed.
+
+    Not a :class:`~otrain.exceptions.CutoutError`: readers that skip unreadable files
+    must stop on it, since every alert file would fail the same way.
+    """
+
+
 def _fastavro():
     try:
         import fastavro
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             'reading alert packets needs fastavro: pip install "otrain[alerts]"'
         ) from err
     return fastavro

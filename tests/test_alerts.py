@@ -1,0 +1,418 @@
+"""Alert packets as cutouts: real ZTF packets, Fink's Parquet, Rubin packets and streams."""
+
+import copy
+import gzip
+import io
+import json
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from conftest import SHARED, tiny_network
+
+from otrain import alerts
+from otrain.cli import convert, infer
+from otrain.cutouts import load_cutouts, read_cutout
+from otrain.datacube import CUTOUT_SUFFIXES, build_datacube, find_cutouts
+from otrain.exceptions import CutoutError
+
+fastavro = pytest.importorskip("fastavro")
+
+ALERTS = SHARED / "ztf-alerts"
+FINK = ALERTS / "fink_ztf_alerts.parquet"
+RUBIN = SHARED / "rubin-alerts" / "rubin_lsst_v10_0_sample.parquet"
+CHANNELS = ("SCI", "REF", "DIFF")
+JPEG = ("1726958725155000", "1726958725155001", "1726958725155002",
+        "87704463155000", "87704463155001", "87704463155002")  # fmt: skip
+EDGE = {"396522680015040001": (41, 63), "396522680015040002": (45, 63),
+        "472263571115115014": (63, 53)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ztf_alerts():
+    if not ALERTS.is_dir():
+        pytest.skip(f"real ZTF alert packets not found at {ALERTS} (../shared/data is absent)")
+    return ALERTS
+
+
+def _raw(path):
+    """The packet as fastavro decodes it, and its stamps as astropy reads them."""
+    with open(path, "rb") as handle:
+        record = next(fastavro.reader(handle))
+    planes = []
+    for field in ("cutoutScience", "cutoutTemplate", "cutoutDifference"):
+        data = gzip.decompress(record[field]["stampData"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            planes.append(fits.getdata(io.BytesIO(data)).astype(np.float32))
+    return record, planes
+
+
+def test_every_real_ztf_packet_is_read_or_rejected_clearly(ztf_alerts):
+    packets = sorted(ztf_alerts.glob("*.avro"))
+    assert len(packets) == 22
+    for path in packets:
+        if path.stem in JPEG:
+            with pytest.raises(CutoutError, match="JPEG image, not FITS") as err:
+                read_cutout(path, channels=CHANNELS)
+            assert str(path) in str(err.value)
+            continue
+        image, keywords = read_cutout(path, channels=CHANNELS)
+        record, planes = _raw(path)
+        candidate = record["candidate"]
+        assert image.shape == (63, 63, 3) and image.dtype == np.float32
+        assert keywords["candid"] == str(record["candid"]) == path.stem.split("_")[-1]
+        assert keywords["objectId"] == record["objectId"]
+        assert keywords["mag"] == pytest.approx(candidate["magpsf"])
+        assert keywords["magerr"] == pytest.approx(candidate["sigmapsf"])
+        assert keywords["ra"] == candidate["ra"] and keywords["dec"] == candidate["dec"]
+        assert keywords["rb"] == pytest.approx(candidate["rb"])
+        drb = candidate.get("drb")
+        assert np.isnan(keywords["drb"]) if drb is None else keywords["drb"] == pytest.approx(drb)
+        assert keywords["filter"] == {1: "g", 2: "r", 3: "i"}[candidate["fid"]]
+        assert keywords["isdiffpos"] == candidate["isdiffpos"]
+        assert keywords["edge"] == (path.stem in EDGE)
+        if path.stem in EDGE:
+            assert planes[0].shape == EDGE[path.stem]
+            # NaN-padded on the side of the detector edge, the pixels kept as they are.
+            rows, cols = EDGE[path.stem]
+            top = 63 - rows if candidate["ypos"] < 33 else 0
+            left = 63 - cols if candidate["xpos"] < 33 else 0
+            inner = image[top : top + rows, left : left + cols]
+            assert np.isnan(image).sum() >= 3 * 63 * 63 - 3 * rows * cols
+        else:
+            inner = image
+        for channel, plane in enumerate(planes):
+            np.testing.assert_array_equal(inner[..., channel], plane)
+
+
+def test_schema_versions_are_all_there(ztf_alerts):
+    versions = set()
+    for path in ztf_alerts.glob("*.avro"):
+        with open(path, "rb") as handle:
+            versions.add(next(fastavro.reader(handle)).get("schemavsn"))
+    assert {"2.0", "3.1", "3.2", "3.3", "3.5", None} <= versions
+
+
+def test_a_folder_of_packets_skips_and_reports_like_fits(ztf_alerts, tmp_path):
+    for path in ztf_alerts.glob("*.avro"):
+        shutil.copy(path, tmp_path)
+    paths = find_cutouts(tmp_path)
+    assert len(paths) == 22 and all(p.endswith(".avro") for p in paths)
+    cube, keywords, skipped = load_cutouts(paths, channels=CHANNELS, on_error="skip")
+    assert cube.shape == (16, 63, 63, 3)
+    assert len(skipped) == 6 and all("JPEG" in reason for _, reason in skipped)
+    assert sorted(keywords["candid"][keywords["edge"]]) == sorted(EDGE)
+    assert {"objectId", "rb", "drb", "reliability"} <= set(keywords.colnames)
+
+
+def test_fink_parquet_gives_the_pixels_of_the_same_alerts_as_fits(ztf_alerts, ztf_folder):
+    references = list(alerts.iter_references(FINK))
+    assert len(references) == 51 and all("#" in r for r in references)
+    cube, keywords, _ = load_cutouts(references, channels=CHANNELS)
+    files = [str(ztf_folder / "cutouts" / f"ZTF_{c}.fits") for c in keywords["candid"]]
+    fits_cube, fits_keywords, _ = load_cutouts(files, channels=CHANNELS)
+    np.testing.assert_array_equal(cube, fits_cube)
+    np.testing.assert_allclose(keywords["mag"], fits_keywords["mag"], rtol=1e-6)
+    assert list(keywords["candid"]) == list(fits_keywords["candid"])
+    assert np.isfinite(keywords["drb"]).all()
+
+
+def test_references_name_one_alert_of_a_file_of_many(ztf_alerts):
+    first = alerts.split_reference(next(alerts.iter_references(FINK)))
+    assert first[0] == str(FINK) and first[1].isdigit()
+    image, keywords = read_cutout(alerts.make_reference(FINK, first[1]), channels="DIFF")
+    assert image.shape == (63, 63, 1) and keywords["candid"] == first[1]
+    with pytest.raises(CutoutError, match="holds 51 alerts; name one as"):
+        read_cutout(FINK)
+    with pytest.raises(CutoutError, match="holds no alert 12345"):
+        read_cutout(f"{FINK}#12345")
+    with pytest.raises(CutoutError, match="choose channels among SCI, REF, DIFF"):
+        read_cutout(alerts.make_reference(FINK, first[1]), channels="UNCERT")
+    assert alerts.split_reference("a#b.fits") == ("a#b.fits", None)
+
+
+def test_truncated_and_foreign_files_are_skipped_or_one_clear_error(ztf_alerts, tmp_path):
+    good = ztf_alerts / "472263571115115000.avro"
+    truncated = tmp_path / "truncated.avro"
+    truncated.write_bytes(good.read_bytes()[:30000])
+    foreign = tmp_path / "foreign.avro"
+    with open(foreign, "wb") as handle:
+        schema = {"type": "record", "name": "trade", "fields": [{"name": "x", "type": "int"}]}
+        fastavro.writer(handle, schema, [{"x": 1}])
+    not_avro = tmp_path / "notes.avro"
+    not_avro.write_text("hello")
+    no_stamp = tmp_path / "no_stamp.avro"
+    with open(good, "rb") as handle:
+        reader = fastavro.reader(handle)
+        record = next(reader)
+        schema = reader.writer_schema
+    record["cutoutDifference"] = None
+    with open(no_stamp, "wb") as handle:
+        fastavro.writer(handle, schema, [record])
+    for path, message in (
+        (truncated, "truncated"),
+        (foreign, "not ZTF or Rubin alerts"),
+        (not_avro, "not an Avro container file"),
+        (no_stamp, "no cutoutDifference stamp"),
+    ):
+        with pytest.raises(CutoutError, match=message) as err:
+            read_cutout(path, channels=CHANNELS)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+    shutil.copy(good, tmp_path)
+    paths = find_cutouts(tmp_path)
+    cube, _, skipped = load_cutouts(paths, channels=CHANNELS, on_error="skip")
+    assert len(cube) == 1 and len(skipped) == 4
+
+
+def test_missing_fastavro_names_the_extra(ztf_alerts, monkeypatch):
+    alerts._clear_cache()
+    monkeypatch.setitem(sys.modules, "fastavro", None)
+    with pytest.raises(ImportError, match=r'pip install "otrain\[alerts\]"'):
+        read_cutout(ztf_alerts / "472263571115115000.avro")
+
+
+def test_every_fits_suffix_is_scanned(tmp_path):
+    assert CUTOUT_SUFFIXES.count(".fits") == 1
+    for suffix in (".fts.gz", ".fz", ".fit.fz", ".fits.bz2", ".FITS", ".avro", ".parquet"):
+        (tmp_path / f"stamp{suffix}").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    found = {Path(p).name for p in find_cutouts(tmp_path)}
+    assert "notes.txt" not in found and len(found) == 7
+
+
+# ---------------------------------------------------------------- Rubin
+
+
+def _rubin_stamp(plane, rng):
+    """Rubin's layout: PRIMARY image (no EXTNAME), UNCERT and PSFIMAGE HDUs."""
+    hdus = fits.HDUList(
+        [
+            fits.PrimaryHDU(plane.astype(np.float32)),
+            fits.ImageHDU(
+                np.abs(rng.normal(1, 0.1, plane.shape)).astype(np.float32), name="UNCERT"
+            ),
+            fits.ImageHDU(rng.normal(0, 1, (41, 41)), name="PSFIMAGE"),
+        ]
+    )
+    buffer = io.BytesIO()
+    hdus.writeto(buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def rubin_packets(ztf_folder, tmp_path_factory):
+    """Rubin packets written with lsst-alert-packet's schemas, stamps from ztf-sample."""
+    packet = pytest.importorskip("lsst.alert.packet")
+    root = tmp_path_factory.mktemp("rubin")
+    rng = np.random.default_rng(3)
+    files = sorted((ztf_folder / "cutouts").glob("*.fits"))[:8]
+    written = {}
+    for version in ("7.4", "10.0", "11.1"):
+        major, minor = version.split(".")
+        folder = Path(packet.get_schema_path(major, minor))
+        schema = packet.Schema.from_file(folder / f"lsst.v{major}_{minor}.alert.avsc")
+        sample = json.loads((folder / "sample_data" / "alert.json").read_text())
+        records, expected = [], {}
+        for i, path in enumerate(files):
+            record = copy.deepcopy(sample)
+            source_id = 9_000_000 + 100 * int(major) + i
+            record["diaSource"]["diaSourceId"] = source_id
+            if "diaSourceId" in record:
+                record["diaSourceId"] = source_id
+            record["diaSource"]["reliability"] = i / 10
+            planes = [fits.getdata(path, name)[16:46, 16:46] for name in CHANNELS]
+            for field, plane in zip(alerts.CHANNEL_FIELDS.values(), planes, strict=True):
+                record[field] = _rubin_stamp(plane, rng)
+            records.append(record)
+            expected[str(source_id)] = np.stack(planes, axis=-1).astype(np.float32)
+        records[-1]["cutoutScience"] = None
+        target = root / f"rubin_v{major}_{minor}.avro"
+        with open(target, "wb") as handle:
+            schema.store_alerts(handle, records)
+        written[version] = (target, expected)
+    return written
+
+
+def test_rubin_packets_of_several_schemas(rubin_packets):
+    for version, (path, expected) in rubin_packets.items():
+        references = list(alerts.iter_references(path))
+        assert len(references) == 8, version
+        cube, keywords, skipped = load_cutouts(references, channels=CHANNELS, on_error="skip")
+        assert cube.shape == (7, 30, 30, 3)
+        assert len(skipped) == 1 and "no cutoutScience stamp" in skipped[0][1]
+        for image, candid in zip(cube, keywords["candid"], strict=True):
+            np.testing.assert_array_equal(image, expected[candid])
+        np.testing.assert_allclose(keywords["reliability"], np.arange(7) / 10)
+        assert set(keywords["filter"]) == {"r"} and np.isfinite(keywords["mag"]).all()
+
+
+def test_real_rubin_alerts_are_read(rubin_packets):
+    if not RUBIN.is_file():
+        pytest.skip(f"Rubin sample not found at {RUBIN}")
+    references = list(alerts.iter_references(RUBIN))
+    cube, keywords, skipped = load_cutouts(references, channels=CHANNELS)
+    assert cube.shape == (25, 30, 30, 3) and not skipped
+    assert np.isfinite(keywords["reliability"]).all()
+    assert ((keywords["reliability"] >= 0) & (keywords["reliability"] <= 1)).all()
+
+
+# ---------------------------------------------------------------- writing and commands
+
+
+def test_write_fits_gives_the_same_candidate(ztf_alerts, tmp_path):
+    reference = next(alerts.iter_references(FINK))
+    written = alerts.write_fits(reference, tmp_path)
+    assert written.name == f"{alerts.split_reference(reference)[1]}.fits"
+    image, keywords = read_cutout(written, channels=CHANNELS)
+    expected, expected_keywords = read_cutout(reference, channels=CHANNELS)
+    np.testing.assert_array_equal(image, expected)
+    for column in ("candid", "mag", "magerr", "filter", "ra", "dec", "edge"):
+        assert keywords[column] == pytest.approx(expected_keywords[column]), column
+    assert fits.getheader(written)["OBJECTID"] == expected_keywords["objectId"]
+    with pytest.raises(Exception, match="exists"):
+        alerts.write_fits(reference, written)
+    edge = alerts.write_fits(ztf_alerts / "396522680015040001.avro", tmp_path / "edge.fits")
+    assert read_cutout(edge)[1]["edge"] is True
+
+
+def test_convert_a_training_set_of_alert_files(ztf_alerts, tmp_path, capsys):
+    root = tmp_path / "training"
+    (root / "true").mkdir(parents=True)
+    (root / "false").mkdir()
+    for path in ztf_alerts.glob("*.avro"):
+        with open(path, "rb") as handle:
+            rb = next(fastavro.reader(handle))["candidate"]["rb"]
+        shutil.copy(path, root / ("true" if rb >= 0.4 else "false"))
+    shutil.copy(FINK, root / "true")
+    cube = build_datacube(root, channels=CHANNELS)
+    assert cube.cube.shape[1:] == (63, 63, 3)
+    summary = cube.summary
+    assert summary["edge_true"] + summary["edge_false"] == 3
+    assert len(summary["skipped"]) == 6
+    assert len(cube) == 51 + 22 - 6 - 3
+    command = ["--cutouts", str(root), "--channels", "SCI,REF,DIFF", "--path", str(tmp_path)]
+    assert convert.main([*command, "--cube", "alerts"]) == 0
+    assert (tmp_path / "alerts.npz").is_file()
+    said = capsys.readouterr().out
+    assert "left out 3 EDGE cutouts, 6 unreadable files" in said
+    assert "JPEG image, not FITS" in said
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@pytest.fixture(scope="module")
+def braai(braai_path):
+    from otrain.model_files import load_model
+
+    return load_model(braai_path, channels=CHANNELS, normalisation="l2")
+
+
+def _write_plain_fits(path, planes):
+    hdus = [fits.PrimaryHDU()] + [
+        fits.ImageHDU(p, name=n) for n, p in zip(CHANNELS, planes, strict=True)
+    ]
+    fits.HDUList(hdus).writeto(path)
+
+
+def _stem(name):
+    return Path(name).stem
+
+
+def test_braai_scores_packets_as_the_same_stamps_in_fits(ztf_alerts, braai_path, tmp_path):
+    packets, stamps = tmp_path / "packets", tmp_path / "stamps"
+    packets.mkdir()
+    stamps.mkdir()
+    for path in ztf_alerts.glob("*.avro"):
+        shutil.copy(path, packets)
+        if path.stem not in JPEG and path.stem not in EDGE:
+            _write_plain_fits(stamps / f"{path.stem}.fits", _raw(path)[1])
+    common = ["--model", str(braai_path), "--channels", "SCI,REF,DIFF",
+              "--normalisation", "l2", "--precision", "float32", "--n-jobs", "1"]  # fmt: skip
+    assert infer.main(["--cutouts", str(packets), *common]) == 0
+    assert infer.main(["--cutouts", str(stamps), *common]) == 0
+    from_packets = Table.read(packets / "infer_results.ecsv")
+    from_fits = Table.read(stamps / "infer_results.ecsv")
+    assert len(from_packets) == len(from_fits) == 13
+    by_name = {
+        Path(f).stem: p for f, p in zip(from_fits["filename"], from_fits["label1"], strict=True)
+    }
+    for name, p, candid in zip(
+        from_packets["filename"], from_packets["label1"], from_packets["cand_ID"], strict=True
+    ):
+        assert Path(name).stem.endswith(str(candid))
+        assert abs(by_name[Path(name).stem] - p) <= 1e-6
+    for column in ("objectId", "rb", "drb"):
+        assert column in from_packets.colnames
+    assert (packets / "infer_results_vs_survey.png").is_file()
+
+
+def test_braai_scores_fink_parquet_as_ztf_sample_fits(ztf_alerts, ztf_folder, braai, tmp_path):
+    from otrain.inference import score_files
+
+    references = list(alerts.iter_references(FINK))
+    table, _ = score_files(braai, references, precision="float32")
+    files = [str(ztf_folder / "cutouts" / f"ZTF_{c}.fits") for c in table["cand_ID"]]
+    fits_table, _ = score_files(braai, files, precision="float32")
+    assert len(table) == len(fits_table) >= 50
+    np.testing.assert_allclose(table["label1"], fits_table["label1"], atol=1e-6)
+    assert np.median(np.abs(table["label1"] - table["drb"])) < 0.01
+
+
+def test_stream_scores_in_batches_as_load_cutouts(ztf_alerts, braai):
+    with open(ztf_alerts / "472263571115115000.avro", "rb") as handle:
+        reader = fastavro.reader(handle)
+        record = next(reader)
+    with open(ztf_alerts / "396522680015040001.avro", "rb") as handle:
+        edge = next(fastavro.reader(handle))
+    stream = [record] * 5 + [edge] + [record] * 2
+    batches = list(alerts.score_alerts(braai, iter(stream), batch_size=3, precision="float32"))
+    assert [len(b.ids) for b in batches] == [3, 3, 1]
+    assert sum(len(b.skipped) for b in batches) == 1 and "edge" in batches[1].skipped[0][1]
+    image, _ = alerts.candidate_from_alert(record)
+    expected = braai.predict_proba(image[np.newaxis])[0, 1]
+    p_real = np.concatenate([b.p_real for b in batches])
+    np.testing.assert_allclose(p_real, expected, atol=1e-6)
+    assert batches[0].ids[0] == str(record["candid"])
+    with pytest.raises(ValueError, match="batch_size"):
+        next(alerts.score_alerts(braai, [], batch_size=0))
+
+
+def test_rubin_alerts_scored_by_a_model_of_their_layout(tmp_path, capsys):
+    if not RUBIN.is_file():
+        pytest.skip(f"Rubin sample not found at {RUBIN}")
+    from otrain.classifier import CutoutClassifier
+    from otrain.model_files import save_model
+
+    references = list(alerts.iter_references(RUBIN))
+    X, keywords, _ = load_cutouts(references, channels=CHANNELS)
+    y = (np.asarray(keywords["reliability"]) > 0.5).astype(int)
+    y[:2] = [0, 1]
+    clf = CutoutClassifier(network=tiny_network, epochs=1, batch_size=8, random_state=0)
+    clf.fit(X, y)
+    model = save_model(clf, tmp_path / "rubin.keras", channels=CHANNELS)
+    alerts_dir = tmp_path / "alerts"
+    alerts_dir.mkdir()
+    shutil.copy(RUBIN, alerts_dir)
+    assert infer.main(["--cutouts", str(alerts_dir), "--model", str(model), "--n-jobs", "1"]) == 0
+    table = Table.read(alerts_dir / "infer_results.ecsv")
+    assert len(table) == 25
+    np.testing.assert_allclose(sorted(table["reliability"]), sorted(keywords["reliability"]))
+    assert set(table["cand_ID"]) == set(keywords["candid"])
+    dat = (alerts_dir / "infer_results.dat").read_text()
+    assert "reliability" not in dat
+    assert (alerts_dir / "infer_results_vs_survey.png").is_file()
+
+
+def test_survey_plot(tmp_path):
+    table = Table({"label1": [0.1, 0.9, 0.8], "drb": [0.2, 0.95, np.nan], "rb": [0.3, 0.6, 0.7]})
+    path = alerts.plot_survey_scores(table, tmp_path / "vs.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert alerts.plot_survey_scores(Table({"label1": [0.5]}), tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
