@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 
 from ..cutouts import read_cutout
+from ..datacube import CUTOUT_SUFFIXES
 from ..exceptions import CutoutError
 
 __all__ = ["encode_png", "stamp_png", "read_candidate", "channel_names", "MIN_SIDE"]
@@ -132,22 +133,27 @@ def channel_names(reference):
     CutoutError
         If the file cannot be read as FITS.
     """
-    if "#" in str(reference) or not str(reference).lower().endswith(
-        (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
-    ):
+    if "#" in str(reference) or not str(reference).lower().endswith(CUTOUT_SUFFIXES):
         return ("SCI", "REF", "DIFF")
+    import warnings
+
     from astropy.io import fits
+    from astropy.utils.exceptions import AstropyUserWarning
 
     try:
-        with fits.open(reference, memmap=False) as hdul:
-            names = [
-                hdu.name or f"HDU{i}"
-                for i, hdu in enumerate(hdul)
-                if i > 0 and hdu.is_image and hdu.header.get("NAXIS", 0) >= 2
-            ]
-            if not names and hdul[0].header.get("NAXIS", 0) >= 2:
-                names = ["IMAGE"]
-    except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
+        # The handle is ours, so that it is closed whatever astropy raises.
+        with open(reference, "rb") as handle, warnings.catch_warnings():
+            # astropy only warns about a truncated or padded file; here it is unreadable.
+            warnings.simplefilter("error", AstropyUserWarning)
+            with fits.open(handle, memmap=False) as hdul:
+                names = [
+                    hdu.name or f"HDU{i}"
+                    for i, hdu in enumerate(hdul)
+                    if i > 0 and hdu.is_image and hdu.header.get("NAXIS", 0) >= 2
+                ]
+                if not names and hdul[0].header.get("NAXIS", 0) >= 2:
+                    names = ["IMAGE"]
+    except (OSError, ValueError, TypeError, IndexError, KeyError, AstropyUserWarning) as err:
         raise CutoutError(
             f"{reference}: not a readable FITS file ({' '.join(str(err).split())}); it is skipped",
             reference,

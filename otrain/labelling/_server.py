@@ -158,6 +158,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._error(404, "not found")
         except (LabellingError, ValueError) as err:
             self._error(404 if "no candidate" in str(err) else 400, str(err))
+        except Exception as err:  # noqa: BLE001 - the page gets an answer, never a hang
+            self._error(500, f"{type(err).__name__}: {err}")
 
     do_HEAD = do_GET
 
@@ -179,6 +181,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._error(400, f"bad request: {err}")
         except OSError as err:
             self._error(500, f"cannot write: {err}")
+        except Exception as err:  # noqa: BLE001 - the page gets an answer, never a hang
+            self._error(500, f"{type(err).__name__}: {err}")
 
 
 def make_server(session, *, host=LOOPBACK, port=0, token=None, log=None):
