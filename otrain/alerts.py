@@ -210,55 +210,206 @@ def iter_references(path):
 
 
 class _Schema:
-    """One Avro writer schema, parsed once, with its projection on the fields used."""
+    """One Avro writer schema, parsed once, with the projections the reader uses.
 
-    def __init__(self, schema_json, path):
+    ``reader``: the writer schema cut down to the fields used (fastavro then skips
+    the others without building them). ``head`` and ``head_reader``: the fields up
+    to the candidate record only, for decoding the start of a record and stopping
+    there. ``tail``: how the cutouts are written when they are the record's last
+    fields (as in every ZTF and Rubin schema), see :func:`_tail_stamps`.
+    """
+
+    def __init__(self, schema_json):
         import fastavro
 
-        try:
-            writer = json.loads(schema_json)
-            self.writer = fastavro.parse_schema(writer)
-        except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as err:
-            raise CutoutError(f"{path}: its Avro schema cannot be parsed ({err})", path) from err
+        writer = json.loads(schema_json)
+        self.writer = fastavro.parse_schema(writer)
         fields = writer.get("fields", []) if isinstance(writer, dict) else []
-        names = {field["name"] for field in fields}
+        names = [field["name"] for field in fields]
         if "diaSource" in names:
             self.survey, nested, keep = "rubin", "diaSource", _RUBIN_FIELDS
         elif "candidate" in names:
             self.survey, nested, keep = "ztf", "candidate", _ZTF_FIELDS
         else:
-            raise CutoutError(
-                f"{path}: an Avro file of records {writer.get('name', '?')!r}, not ZTF or "
-                "Rubin alerts (no 'candidate' or 'diaSource' field); give alert files",
-                path,
+            raise ValueError(
+                f"an Avro file of records {writer.get('name', '?')!r}, not ZTF or Rubin "
+                "alerts (no 'candidate' or 'diaSource' field); give alert files"
             )
-        self.reader = self._project(writer, nested, keep)
+        self.reader = _project(writer, fields, nested, keep)
+        head = fields[: names.index(nested) + 1]
+        self.head = _parse({**writer, "fields": head})
+        self.head_reader = _project(writer, head, nested, keep)
+        self.tail = _tail_layout(fields)
 
-    @staticmethod
-    def _project(writer, nested, keep):
-        import fastavro
 
-        projected = dict(writer)
-        projected["fields"] = []
-        for field in writer["fields"]:
-            if field["name"] not in _TOP_FIELDS:
-                continue
-            field = dict(field)
-            if field["name"] == nested and isinstance(field["type"], dict):
-                record = dict(field["type"])
-                record["fields"] = [f for f in record["fields"] if f["name"] in keep]
-                field["type"] = record
-            projected["fields"].append(field)
-        try:
-            return fastavro.parse_schema(projected)
-        except fastavro.schema.SchemaParseException:
-            # A kept field refers to a type defined in a field left out: decode it all.
+def _parse(schema):
+    import fastavro
+
+    try:
+        return fastavro.parse_schema(schema)
+    except fastavro.schema.SchemaParseException:
+        # A kept field refers to a type defined in a field left out.
+        return None
+
+
+def _project(writer, fields, nested, keep):
+    projected = []
+    for field in fields:
+        if field["name"] not in _TOP_FIELDS:
+            continue
+        field = dict(field)
+        if field["name"] == nested and isinstance(field["type"], dict):
+            record = dict(field["type"])
+            record["fields"] = [f for f in record["fields"] if f["name"] in keep]
+            field["type"] = record
+        projected.append(field)
+    return _parse({**writer, "fields": projected})
+
+
+def _tail_layout(fields):
+    """[(field, branch of the stamp in its union, whether it is a {fileName, stampData}
+    record)] for the cutout fields ending the record, or None."""
+    cutouts = set(CHANNEL_FIELDS.values())
+    last = fields[-len(cutouts) :]
+    if {field["name"] for field in last} != cutouts:
+        return None
+    layout = []
+    named = {}
+    for field in last:
+        kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        stamp = [i for i, kind in enumerate(kinds) if kind != "null"]
+        if len(stamp) != 1 or len(kinds) > 2:
             return None
+        kind = kinds[stamp[0]]
+        if isinstance(kind, dict) and "name" in kind:
+            # ZTF defines the cutout record once and names it in the next fields.
+            named[kind["name"]] = named[f"{kind.get('namespace')}.{kind['name']}"] = kind
+        kind = named.get(kind, kind) if isinstance(kind, str) else kind
+        if kind == "bytes":
+            layout.append((field["name"], stamp[0], len(kinds) == 2, False))
+        elif isinstance(kind, dict) and [(f["name"], f["type"]) for f in kind["fields"]] == [
+            ("fileName", "string"),
+            ("stampData", "bytes"),
+        ]:
+            layout.append((field["name"], stamp[0], len(kinds) == 2, True))
+        else:
+            return None
+    return layout
+
+
+# The first bytes of a stamp: gzip-compressed FITS (ZTF) or plain FITS (Rubin).
+_STAMP_MAGIC = (b"\x1f\x8b\x08", b"SIMPLE  =")
+
+
+def _tail_stamps(block, layout):
+    """The cutouts of a one-record block, found from its end, or None.
+
+    Avro records are not indexed: reaching the cutouts from the front means walking
+    every previous detection, most of the time fastavro spends on a packet. The
+    cutouts are the record's last fields and the block ends where the record does, so
+    they are found from the end: each stamp's bytes end where the next field starts
+    (the last one at the end of the block), begin with a stamp's magic bytes and are
+    preceded by their length; a position is accepted only when every field parses
+    from it exactly up to the end. Anything else (a null cutout, a stamp that is not
+    FITS) returns None and the record is decoded in full.
+    """
+    end = len(block)
+    stamps = {}
+    for name, branch, is_union, is_record in reversed(layout):
+        found = _stamp_before(block, end)
+        if found is None:
+            return None
+        start, payload = found
+        # A file name's digits can read as a shorter name's length: the union's
+        # branch byte (never printable) before the length tells the true start.
+        starts = _strings_before(block, start) if is_record else [start]
+        if is_union:
+            starts = [s - 1 for s in starts if s > 0 and block[s - 1] == 2 * branch]
+        if len(starts) != 1:
+            return None
+        start = starts[0]
+        stamps[name] = payload
+        end = start
+    return stamps
+
+
+def _stamp_before(block, end):
+    """(start of the length, payload) of the bytes field ending at ``end``, or None."""
+    for magic in _STAMP_MAGIC:
+        position = block.rfind(magic, 0, end)
+        while position > 0:
+            start = _varint_before(block, position)
+            if start is not None and _zigzag(block, start, position) == end - position:
+                return start, block[position:end]
+            position = block.rfind(magic, 0, position)
+    return None
+
+
+def _varint_before(block, position):
+    """Start of the varint that ends just before ``position``, or None."""
+    last = position - 1
+    if last < 0 or block[last] & 0x80:
+        return None
+    start = last
+    while start > 0 and block[start - 1] & 0x80 and last - start < 9:
+        start -= 1
+    return start
+
+
+def _zigzag(block, start, stop):
+    value = shift = 0
+    for byte in block[start:stop]:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+    return (value >> 1) ^ -(value & 1)
+
+
+def _strings_before(block, end):
+    """Possible starts of the (printable file name) string ending at ``end``."""
+    window = block[max(0, end - len(_SHORT_LENGTHS) - 2) : end]
+    run = len(window) - len(window.rstrip(_PRINTABLE))
+    starts = []
+    # The length is written before the name and may itself be printable (1-2 bytes).
+    for length in (run, run - 1, run - 2):
+        if 0 <= length < len(_SHORT_LENGTHS):
+            encoded = _SHORT_LENGTHS[length]
+            start = end - length - len(encoded)
+            if start >= 0 and block[start : start + len(encoded)] == encoded:
+                starts.append(start)
+    return starts
+
+
+def _encode_long(value):
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while value & ~0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# Avro encodings of the lengths a stamp's file name can have.
+_SHORT_LENGTHS = tuple(_encode_long(n) for n in range(256))
+_PRINTABLE = bytes(range(32, 127))
 
 
 @functools.lru_cache(maxsize=64)
+def _schema_of(schema_json):
+    from fastavro.schema import SchemaParseException
+
+    try:
+        return _Schema(schema_json)
+    except (ValueError, TypeError, KeyError, AttributeError, SchemaParseException) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
 def _schema(schema_json, path):
-    return _Schema(schema_json, path)
+    """The parsed schema of a file (cached by the schema's text, not by file)."""
+    schema = _schema_of(bytes(schema_json))
+    if isinstance(schema, str):
+        raise CutoutError(f"{path}: {schema}", path)
+    return schema
 
 
 class MissingDependencyError(OTrainError, ImportError):
@@ -319,7 +470,7 @@ class _AvroFile:
             stream = io.BytesIO(block)
             for _ in range(count):
                 try:
-                    records.append(fastavro.schemaless_reader(stream, schema.writer, schema.reader))
+                    records.append(_decode(fastavro, stream, block, count, schema))
                 except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError) as err:
                     raise CutoutError(
                         f"{path}: an Avro record cannot be decoded ({_short(err)}); the file "
@@ -365,6 +516,17 @@ class _ParquetFile:
         if not self.alerts:
             raise CutoutError(f"{path}: holds no alert", path)
         self.ids = [alert["id"] for alert in self.alerts]
+
+
+def _decode(fastavro, stream, block, count, schema):
+    """Decode the next record of ``stream`` (a block of ``count`` records)."""
+    if count == 1 and schema.tail is not None and schema.head is not None:
+        stamps = _tail_stamps(block, schema.tail)
+        if stamps is not None:
+            record = fastavro.schemaless_reader(stream, schema.head, schema.head_reader)
+            record.update(stamps)
+            return record
+    return fastavro.schemaless_reader(stream, schema.writer, schema.reader)
 
 
 def _avro_count(path):
@@ -602,8 +764,8 @@ def _stamp_image(stamp, channel, where):
     data = bytes(stamp)
     if data[:2] == b"\x1f\x8b":
         try:
-            data = zlib.decompress(data, 47)
-        except zlib.error as err:
+            data = _inflate()(data, 47)
+        except Exception as err:  # noqa: BLE001 - zlib.error or isal's IsalError
             raise CutoutError(
                 f"{where}: the {CHANNEL_FIELDS[channel]} stamp is damaged gzip data ({err})",
                 where,
@@ -616,6 +778,16 @@ def _stamp_image(stamp, channel, where):
             where,
         )
     return _fits_image(data, channel, where)
+
+
+@functools.cache
+def _inflate():
+    """zlib's decompress, or ISA-L's (twice as fast, same bytes) where installed."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return zlib.decompress
+    return isal_zlib.decompress
 
 
 def _fits_image(data, channel, where):
