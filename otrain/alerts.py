@@ -434,7 +434,7 @@ def _pyarrow_parquet(path):
     try:
         import pyarrow.parquet as pq
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             f'{path}: reading Parquet alert files needs pyarrow: pip install "otrain[alerts]"'
         ) from err
     return pq
