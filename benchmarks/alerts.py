@@ -1,0 +1,318 @@
+"""Alert packets: reading speed, scoring from packets, memory over a long stream.
+
+Three measurements on ZTF's real alert packets (``../shared/data/ztf-alerts``, the 16
+whose stamps are FITS), replicated:
+
+1. reading N packets (default 20,000 one-alert Avro files, ZTF's archive layout) into
+   SCI/REF/DIFF arrays with their keywords, on one core: otrain (``find_cutouts`` +
+   ``load_cutouts``) against the straightforward way (``fastavro.reader``, then
+   ``gzip.decompress`` and ``astropy.io.fits.open`` of each stamp). Targets: >= 3x
+   and >= 2,000 alerts/s.
+2. scoring with braai (``legacy-models/braai_d6_m9.h5``, float32): the same stamps
+   from packets (``otrain.inference.score_files``, reading overlapped with scoring)
+   and from a datacube (``load_datacube`` + ``predict_proba``). Target: within 10%.
+3. memory of ``otrain.alerts.score_alerts`` over a stream of alert dicts (as a Kafka
+   consumer yields them): resident memory sampled along the stream, its growth per
+   alert fitted and extrapolated to 1,000,000 alerts. Target: flat (< 50 MB).
+
+The two sides of (1) and (2) alternate, baseline first on even repeats; medians,
+their ratio and PASS/FAIL are printed as a Markdown table. A missed target is a
+result: the script exits 0 unless something broke.
+"""
+
+import argparse
+import gc
+import gzip
+import io
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+# Quiet TensorFlow's C++ start-up logging; must be set before TensorFlow loads.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    add_common_arguments,
+    description,
+    formatter,
+    machine_text,
+    markdown_table,
+    median,
+    paired_ratio,
+    parse,
+    say,
+    verdict,
+    workdir,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PACKETS = DATA / "ztf-alerts"
+BRAAI = DATA / "legacy-models" / "braai_d6_m9.h5"
+CHANNELS = ("SCI", "REF", "DIFF")
+FIELDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
+
+
+def _readable_packets():
+    import fastavro
+
+    keep = []
+    for path in sorted(PACKETS.glob("*.avro")):
+        with open(path, "rb") as handle:
+            record = next(fastavro.reader(handle))
+        if record["cutoutScience"]["stampData"][:2] == b"\x1f\x8b":
+            keep.append((path, record))
+    return keep
+
+
+def _replicate(folder, sources, n):
+    """``n`` one-alert files, copies of ``sources`` in turn (reused when present)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(list(folder.iterdir())) == n:
+        return folder
+    shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        shutil.copyfile(sources[i % len(sources)], folder / f"{i:07d}.avro")
+    return folder
+
+
+def _drop_caches_of_otrain():
+    from otrain import alerts
+
+    alerts._clear_cache()
+    gc.collect()
+
+
+def straightforward(folder):
+    """fastavro, then gzip + astropy.io.fits.open of each stamp: what a user writes."""
+    import fastavro
+    from astropy.io import fits
+
+    images, keywords = [], []
+    for name in sorted(os.listdir(folder)):
+        with open(folder / name, "rb") as handle:
+            for record in fastavro.reader(handle):
+                planes = []
+                for field in FIELDS:
+                    data = gzip.decompress(record[field]["stampData"])
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+                        with fits.open(io.BytesIO(data)) as hdul:
+                            planes.append(np.asarray(hdul[0].data, dtype=np.float32))
+                candidate = record["candidate"]
+                keywords.append(
+                    {
+                        "candid": str(record["candid"]),
+                        "ra": candidate["ra"],
+                        "dec": candidate["dec"],
+                        "mag": candidate["magpsf"],
+                        "magerr": candidate["sigmapsf"],
+                        "rb": candidate.get("rb"),
+                    }
+                )
+                images.append(planes)
+    return len(images)
+
+
+def with_otrain(folder):
+    from otrain.cutouts import load_cutouts
+    from otrain.datacube import find_cutouts
+
+    cube, keywords, _ = load_cutouts(find_cutouts(folder), channels=CHANNELS, on_error="skip")
+    return len(cube)
+
+
+def _timed(function, *args):
+    _drop_caches_of_otrain()
+    start = time.perf_counter()
+    count = function(*args)
+    return time.perf_counter() - start, count
+
+
+def reading(args, root, sources):
+    say(f"reading: {args.n} one-alert files ...")
+    folder = _replicate(root / f"packets_{args.n}", [p for p, _ in sources], args.n)
+    for name in os.listdir(folder):  # warm the page cache: both sides read from memory
+        (folder / name).read_bytes()
+    times = {"baseline": [], "otrain": []}
+    for repeat in range(args.repeats):
+        order = ("baseline", "otrain") if repeat % 2 == 0 else ("otrain", "baseline")
+        for side in order:
+            function = straightforward if side == "baseline" else with_otrain
+            elapsed, count = _timed(function, folder)
+            times[side].append(elapsed)
+            say(f"  {side}: {elapsed:.2f} s, {count} alerts, {count / elapsed:.0f} alerts/s")
+    base, ours = median(times["baseline"]), median(times["otrain"])
+    rate = args.n / ours
+    speedup = base / ours
+    return [
+        [
+            f"read {args.n:,} ZTF packets (SCI/REF/DIFF + keywords), one core",
+            "fastavro + gzip + fits.open per stamp",
+            ">= 3x",
+            f"**{speedup:.2f}x** ({ours:.2f} s vs {base:.2f} s; paired "
+            f"{paired_ratio(times['baseline'], times['otrain']):.2f}x)",
+            verdict(speedup >= 3),
+        ],
+        [
+            "the same, alerts per second",
+            "-",
+            ">= 2,000/s",
+            f"**{rate:,.0f}/s** (baseline {args.n / base:,.0f}/s)",
+            verdict(rate >= 2000),
+        ],
+    ]
+
+
+def scoring(args, root, sources):
+    if not BRAAI.is_file():
+        say(f"scoring: skipped, {BRAAI} not found")
+        return []
+    from otrain.cutouts import load_cutouts
+    from otrain.datacube import Datacube, find_cutouts, load_datacube
+    from otrain.inference import score_files
+    from otrain.model_files import load_model
+
+    say(f"scoring: {args.n_score} alerts with braai (float32) ...")
+    # Edge packets are skipped when scoring: the comparison uses full stamps only.
+    full = [p for p, record in sources if _full(record)]
+    folder = _replicate(root / f"score_{args.n_score}", full, args.n_score)
+    references = find_cutouts(folder)
+    cube, keywords, _ = load_cutouts(references, channels=CHANNELS)
+    cube_path = Datacube(cube, np.ones(len(cube), np.int64), keywords, CHANNELS).save(
+        root / "score_cube.npz"
+    )
+    del cube
+    classifier = load_model(BRAAI, channels=CHANNELS, normalisation="l2")
+    classifier.predict_proba(np.zeros((8, 63, 63, 3), np.float32))  # trace once
+
+    def from_packets():
+        table, _ = score_files(classifier, references, n_jobs=1, precision="float32")
+        return len(table)
+
+    def from_cube():
+        stamps = load_datacube(cube_path).cube
+        classifier.predict_proba(stamps)
+        return len(stamps)
+
+    times = {"cube": [], "packets": []}
+    for repeat in range(args.repeats):
+        order = ("cube", "packets") if repeat % 2 == 0 else ("packets", "cube")
+        for side in order:
+            elapsed, count = _timed(from_cube if side == "cube" else from_packets)
+            times[side].append(elapsed)
+            say(f"  {side}: {elapsed:.2f} s, {count} alerts, {count / elapsed:.0f} alerts/s")
+    cube_time, packet_time = median(times["cube"]), median(times["packets"])
+    ratio = cube_time / packet_time
+    return [
+        [
+            f"score {args.n_score:,} ZTF packets with braai (float32), alerts/s",
+            "the same stamps from a datacube",
+            "within 10%",
+            f"**{ratio:.2f}** of the datacube's rate ({args.n_score / packet_time:,.0f} vs "
+            f"{args.n_score / cube_time:,.0f}/s)",
+            verdict(ratio >= 0.9),
+        ]
+    ]
+
+
+def _full(record):
+    data = gzip.decompress(record["cutoutScience"]["stampData"])
+    return b"NAXIS1  =                   63" in data[:2880] and (
+        b"NAXIS2  =                   63" in data[:2880]
+    )
+
+
+def _rss():
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def memory(args, sources):
+    if not BRAAI.is_file():
+        say(f"memory: skipped, {BRAAI} not found")
+        return []
+    from otrain.alerts import score_alerts
+    from otrain.model_files import load_model
+
+    say(f"memory: a stream of {args.n_stream} alert dicts through score_alerts ...")
+    classifier = load_model(BRAAI, channels=CHANNELS, normalisation="l2")
+    records = [record for _, record in sources]
+
+    def stream():
+        # New dicts each time, as a consumer decodes each message anew.
+        for i in range(args.n_stream):
+            record = dict(records[i % len(records)])
+            record["candid"] = i
+            yield record
+
+    samples = []
+    seen = 0
+    start = time.perf_counter()
+    for batch in score_alerts(classifier, stream(), batch_size=256, precision="float32"):
+        seen += len(batch.ids) + len(batch.skipped)
+        samples.append((seen, _rss()))
+    elapsed = time.perf_counter() - start
+    # The first tenth warms up (TensorFlow's allocations); the slope is fitted after it.
+    steady = [s for s in samples if s[0] >= args.n_stream // 10]
+    counts = np.array([s[0] for s in steady], float)
+    rss = np.array([s[1] for s in steady], float)
+    slope = np.polyfit(counts, rss, 1)[0] if len(steady) > 2 else float("nan")
+    growth = slope * 1_000_000
+    say(
+        f"  {seen} alerts in {elapsed:.1f} s; RSS {rss.min() / 1e6:.0f}-{rss.max() / 1e6:.0f} MB"
+        f" after warm-up, slope {slope:.1f} B/alert"
+    )
+    return [
+        [
+            f"memory of score_alerts over {args.n_stream:,} alerts, extrapolated to 1,000,000",
+            "-",
+            "flat (< 50 MB)",
+            f"**{growth / 1e6:+.1f} MB** per 1,000,000 alerts ({slope:.1f} B/alert; RSS "
+            f"{rss.min() / 1e6:.0f}-{rss.max() / 1e6:.0f} MB, {seen / elapsed:,.0f} alerts/s)",
+            verdict(abs(growth) < 50e6),
+        ]
+    ]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=description(__doc__), formatter_class=formatter())
+    add_common_arguments(parser, repeats=3)
+    parser.add_argument("--n", type=int, default=20000, help="packets read (default 20,000)")
+    parser.add_argument("--n-score", type=int, default=4000, help="packets scored")
+    parser.add_argument("--n-stream", type=int, default=20000, help="alerts streamed")
+    parser.add_argument(
+        "--only", choices=("reading", "scoring", "memory"), default=None, help="one part only"
+    )
+    args = parse(parser, argv)
+    if args.quick:
+        args.n, args.n_score, args.n_stream = 1000, 500, 2000
+    if not PACKETS.is_dir():
+        say(f"{PACKETS} not found: the benchmark needs ../shared/data")
+        return 1
+    sources = _readable_packets()
+    rows = []
+    with workdir(args) as root:
+        root = Path(root)
+        if args.only in (None, "reading"):
+            rows += reading(args, root, sources)
+        if args.only in (None, "scoring"):
+            rows += scoring(args, root, sources)
+        if args.only in (None, "memory"):
+            rows += memory(args, sources)
+    print(machine_text())
+    print()
+    print(markdown_table(["what", "baseline in the same run", "target", "measured", ""], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
