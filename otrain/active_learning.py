@@ -61,6 +61,21 @@ class Ranking:
     skipped: list | None = None
 
 
+def _random_state(random_state):
+    """``sklearn.utils.check_random_state`` without importing scikit-learn.
+
+    ``otrain-label`` without a model must start in well under 3 s, and importing
+    scikit-learn alone costs one to three seconds on a busy machine.
+    """
+    if isinstance(random_state, np.random.RandomState | np.random.Generator):
+        return random_state
+    if random_state is None or isinstance(random_state, int | np.integer):
+        return np.random.RandomState(random_state)
+    raise ValueError(
+        f"random_state must be an int, a RandomState, a Generator or None, got {random_state!r}"
+    )
+
+
 def _check_strategy(strategy):
     if strategy not in STRATEGIES:
         raise LabellingError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
@@ -89,12 +104,10 @@ def order_by_scores(strategy, n, *, p_real=None, p_real_std=None, threshold=0.5,
     ndarray of int
         Positions ``0..n-1``, the first to label first; unscored ones last.
     """
-    from sklearn.utils import check_random_state
-
     _check_strategy(strategy)
     if strategy == "name":
         return np.arange(n)
-    rng = check_random_state(random_state)
+    rng = _random_state(random_state)
     shuffled = rng.permutation(n)
     if strategy == "random":
         return shuffled

@@ -139,6 +139,7 @@ def _serve(args):
         say=say,
     )
     server, url = make_server(session, host=args.host, port=args.port, token=args.token)
+    session.warm_up()
     progress = session.progress()
     say(
         f"{progress['total']} candidates, {progress['done']} labelled already "

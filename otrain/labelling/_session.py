@@ -118,6 +118,20 @@ class LabellingSession:
                 self._cache.popitem(last=False)
         return view
 
+    def warm_up(self, n=8):
+        """Read the first ``n`` candidates of the queue into the cache, in a thread.
+
+        The first read also pays for lazy imports (ZScale); done while the user opens
+        the page, it keeps the first key presses as fast as the others.
+        """
+        thread = threading.Thread(
+            target=lambda: [self.candidate(i) for i in self.queue(n)],
+            daemon=True,
+            name="otrain-label-warm-up",
+        )
+        thread.start()
+        return thread
+
     def progress(self):
         """Counts for the page's progress line."""
         counts = self.store.counts(self.names)
