@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .alerts import is_alert_file
 from .exceptions import CutoutError, LabellingError
 
 __all__ = [
@@ -169,7 +170,7 @@ def candidate_positions(references, *, ra_key="RA", dec_key="DEC"):
                 pass
             if np.isfinite(ra[i]) and np.isfinite(dec[i]):
                 continue
-        if "#" not in str(reference):
+        if not is_alert_file(reference):
             ra[i], dec[i] = _header_position(reference, ra_key.upper(), dec_key.upper())
     return ra, dec
 
@@ -340,7 +341,6 @@ def label_by_crossmatch(
         position (name the keywords with ``ra_key``/``dec_key``).
     """
     from .labelling import LabelStore, candidate_name, find_candidates
-    from .labelling._prepare import record_writer
 
     say = say or (lambda message: None)
     sky = read_catalogue(catalogue, ra_col=ra_col, dec_col=dec_col)
@@ -355,9 +355,7 @@ def label_by_crossmatch(
         )
     say(f"matching {int(has.sum())} positions against {len(sky)} catalogue sources ...")
     matched, separation = match_positions(ra, dec, sky, radius=radius)
-    store = LabelStore(
-        out, link=link, user=user or f"crossmatch:{Path(catalogue).name}", writer=record_writer()
-    )
+    store = LabelStore(out, link=link, user=user or f"crossmatch:{Path(catalogue).name}")
     summary = CrossmatchSummary(catalogue=str(catalogue), radius=float(radius))
     for i, reference in enumerate(references):
         name = candidate_name(reference)

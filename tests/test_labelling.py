@@ -429,3 +429,30 @@ def test_no_tensorflow_without_a_model(candidates, tmp_path):
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_alerts_of_a_multi_alert_file_are_filed_as_their_own_fits(tmp_path):
+    from conftest import SHARED
+
+    parquet = SHARED / "ztf-alerts" / "fink_ztf_alerts.parquet"
+    if not parquet.is_file():
+        pytest.skip(f"real ZTF alerts not found at {parquet.parent} (../shared/data is absent)")
+    pytest.importorskip("pyarrow")
+    folder = tmp_path / "alerts"
+    folder.mkdir()
+    shutil.copy(parquet, folder)
+    session = open_session(folder, tmp_path / "t", order="name", say=lambda m: None)
+    assert len(session.references) == 51
+    assert session.names[0].startswith("fink_ztf_alerts.parquet#")
+    view = session.candidate(0)
+    assert view["channels"] == ["SCI", "REF", "DIFF"] and np.isfinite(view["ra"])
+    session.decide([{"id": 0, "label": "real"}])
+    alert_id = session.names[0].split("#")[1]
+    written = tmp_path / "t" / "true" / f"{alert_id}.fits"
+    from otrain.cutouts import read_cutout
+
+    image, keywords = read_cutout(written, channels=("SCI", "REF", "DIFF"))
+    assert image.shape == (63, 63, 3) and keywords["candid"] == alert_id
+    assert "#" not in "".join(p.name for p in (tmp_path / "t" / "true").iterdir())
+    session.undo()
+    assert not written.exists() and parquet.stat().st_size == (folder / parquet.name).stat().st_size

@@ -10,7 +10,7 @@ from ..exceptions import LabellingError
 from ._session import LabellingSession
 from ._store import LabelStore, candidate_name
 
-__all__ = ["find_candidates", "open_session", "SCORES_NAME", "record_writer"]
+__all__ = ["find_candidates", "open_session", "SCORES_NAME"]
 
 #: Name of the score cache, beside ``labels.csv``.
 SCORES_NAME = "label_scores.ecsv"
@@ -55,25 +55,6 @@ def find_candidates(cutouts, out=None):
             f"{cutouts}: holds no cutout (*.fits and the other cutout suffixes); check the folder"
         )
     return references
-
-
-def record_writer():
-    """The function writing one record of a multi-alert file as its own FITS file.
-
-    Returns
-    -------
-    callable or None
-        ``writer(reference, path)``, from :mod:`otrain.alerts` where it provides one.
-    """
-    try:
-        from .. import alerts
-    except ImportError:
-        return None
-    for name in ("write_alert_fits", "write_record_fits", "write_alert_cutout"):
-        function = getattr(alerts, name, None)
-        if function is not None:
-            return function
-    return None
 
 
 def _model_stamp(model):
@@ -215,7 +196,7 @@ def open_session(
     if order in ("uncertainty", "mc-dropout", "score") and model is None:
         raise LabellingError(f"--order {order} needs a model: give --model, or use --order random")
     references = find_candidates(cutouts, out)
-    store = LabelStore(out, link=link, user=user, writer=record_writer())
+    store = LabelStore(out, link=link, user=user)
     for problem in store.sync_all(references):
         say(f"warning: {problem}")
     if store.n_bad_rows:

@@ -15,8 +15,8 @@ import zlib
 
 import numpy as np
 
+from ..alerts import is_alert_file
 from ..cutouts import read_cutout
-from ..datacube import CUTOUT_SUFFIXES
 from ..exceptions import CutoutError
 
 __all__ = ["encode_png", "stamp_png", "read_candidate", "channel_names", "MIN_SIDE"]
@@ -133,7 +133,7 @@ def channel_names(reference):
     CutoutError
         If the file cannot be read as FITS.
     """
-    if "#" in str(reference) or not str(reference).lower().endswith(CUTOUT_SUFFIXES):
+    if is_alert_file(reference):
         return ("SCI", "REF", "DIFF")
     import warnings
 

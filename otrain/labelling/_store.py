@@ -18,7 +18,8 @@ import os
 import shutil
 
 from .._atomic import atomic_output, ensure_folder
-from ..exceptions import LabellingError
+from ..alerts import split_reference, write_fits
+from ..exceptions import CutoutError, LabellingError
 
 __all__ = ["LabelStore", "LABELS_NAME", "LABELS_COLUMNS", "DECISIONS", "FOLDERS"]
 
@@ -61,14 +62,14 @@ def candidate_name(reference):
     str
         The file name (``name.fits``), or ``name.avro#record``.
     """
-    path, hash_, record = str(reference).partition("#")
-    return os.path.basename(path) + hash_ + record
+    path, record = split_reference(str(reference))
+    return os.path.basename(path) + ("" if record is None else f"#{record}")
 
 
 def _file_name(reference):
     """Name of a candidate's copy: its file name, or ``<record id>.fits``."""
-    path, _, record = str(reference).partition("#")
-    return f"{record}.fits" if record else os.path.basename(path)
+    path, record = split_reference(str(reference))
+    return os.path.basename(path) if record is None else f"{record}.fits"
 
 
 class LabelStore:
@@ -84,9 +85,6 @@ class LabelStore:
         (same file system only; the originals are never changed either way).
     user : str, optional
         Name written in the ``user`` column; the login name by default.
-    writer : callable, optional
-        ``writer(reference, destination)`` writes a candidate that is not a plain
-        file (one record of a multi-alert file) as its own FITS file.
 
     Attributes
     ----------
@@ -102,12 +100,11 @@ class LabelStore:
         Rows of ``labels.csv`` that could not be read (a row cut short by a crash).
     """
 
-    def __init__(self, folder, *, link=False, user=None, writer=None):
+    def __init__(self, folder, *, link=False, user=None):
         self.folder = ensure_folder(folder)
         self.path = self.folder / LABELS_NAME
         self.link = bool(link)
         self.user = user or _user()
-        self.writer = writer
         self.labels = {}
         self.history = []
         self.n_bad_rows = 0
@@ -296,8 +293,8 @@ class LabelStore:
             self._file(reference, keep)
 
     def _ours(self, reference, target):
-        path, _, record = str(reference).partition("#")
-        if record:
+        path, record = split_reference(str(reference))
+        if record is not None:
             # A record written out by otrain: the name is the alert's own id.
             return True
         try:
@@ -307,16 +304,17 @@ class LabelStore:
 
     def _file(self, reference, target):
         ensure_folder(target.parent)
-        path, _, record = str(reference).partition("#")
+        path, record = split_reference(str(reference))
         try:
-            if record:
-                if self.writer is None:
+            if record is not None:
+                # One alert of a multi-alert file: written as its own SCI/REF/DIFF FITS
+                # file (atomically), named by its alert id.
+                try:
+                    write_fits(reference, target)
+                except CutoutError as err:
                     raise LabellingError(
-                        f"{reference}: one record of a multi-record file, and no writer "
-                        "for records was given; label the records' own files instead"
-                    )
-                with atomic_output(target) as tmp:
-                    self.writer(reference, tmp)
+                        f"{reference}: cannot be written as a FITS file ({err}); skip it"
+                    ) from err
             elif self.link:
                 try:
                     os.link(path, target)
