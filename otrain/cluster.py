@@ -487,7 +487,7 @@ def score_files_distributed(
 
     ordered = [results[i] for i in sorted(results)]
     summaries = [summary for _, summary in ordered]
-    tables = [table for table, summary in ordered if summary["n_scored"]]
+    tables = [table for table, summary in ordered if len(table)]
     table = vstack(tables, metadata_conflicts="silent") if tables else ordered[0][0].copy()
     table.meta["threshold"] = summaries[0]["threshold"]
     # Keys other than the counts (the threshold, and any score_files may add) are
@@ -495,9 +495,10 @@ def score_files_distributed(
     summary = {
         **summaries[0],
         "n_files": sum(s["n_files"] for s in summaries),
-        "n_scored": len(table),
+        "n_scored": sum(s["n_scored"] for s in summaries),
         "n_edge": sum(s["n_edge"] for s in summaries),
         "skipped": [item for s in summaries for item in s["skipped"]],
+        "not_scored": [item for s in summaries for item in s.get("not_scored", [])],
     }
     return table, summary
 

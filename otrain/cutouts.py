@@ -468,6 +468,25 @@ def _pick_images(hdul, channels, path):
     return result
 
 
+def image_names(path):
+    """The EXTNAMEs of the 2-D images a cutout file holds, in file order.
+
+    Unnamed images give ``""``; a file that cannot be read gives ``[]`` (reading it
+    for real says why).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, memmap=False) as hdul:
+                return [
+                    str(hdu.header.get("EXTNAME", "")).strip().upper()
+                    for hdu in hdul
+                    if hdu.is_image and hdu.header.get("NAXIS", 0) >= 2
+                ]
+    except (OSError, ValueError, TypeError, IndexError, KeyError):
+        return []
+
+
 def keywords_table(rows):
     """Build the keyword :class:`~astropy.table.Table` from :func:`read_cutout` dicts.
 

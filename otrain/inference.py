@@ -1,28 +1,44 @@
 """Scoring candidates: cutout files in, a table of probabilities out.
 
 The result table keeps O'TRAIN's columns (``filename, RA, Dec, originalFile, Xpos,
-Ypos, mag, magerr, FWHM, FWHMPSF, cand_ID, label0, label1``; ``label0`` = P(false),
-``label1`` = P(true)), then ``label``: 1 where ``label1 >= threshold`` (the model's
+Ypos, mag, magerr, FWHM, FWHMPSF, cand_ID, label0, label1``; ``label0`` = P(bogus),
+``label1`` = P(real)), then ``label``: 1 where ``label1 >= threshold`` (the model's
 stored threshold, 0.5 if it stores none), else 0; and, with Monte-Carlo dropout
-(``mc_samples``), ``label1`` is the mean P(true) over the dropout draws and
-``label1_std`` its standard deviation. The table is written twice beside the candidates: as
-``infer_results.dat`` (ASCII with a commented header, as O'TRAIN wrote it) and as
-``infer_results.ecsv`` (with units, the model's name and otrain's version in its
-metadata). Each file is read once, for pixels and keywords together, in chunks, so
-memory stays bounded however many candidates there are.
+(``mc_samples``), ``label1`` is the mean P(real) over the dropout draws and
+``label1_std`` its standard deviation.
+
+Every candidate is accounted for. With ``every_input=True`` the table has one row per
+input file, in the order given, with a ``status`` (:data:`STATUSES`: ``scored``,
+``edge`` for stamps flagged ``EDGE`` and not scored, ``unreadable``, ``wrong_size``)
+and a ``reason``; probabilities are empty (masked) where a file was not scored. The
+table is written twice beside the candidates (:func:`write_results`):
+``infer_results.dat`` (ASCII with a commented header, as O'TRAIN wrote it: its columns,
+scored candidates only) and ``infer_results.ecsv`` (every input, with each column's
+description and unit, and the model file, channels, normalisation, threshold and
+precision in its header). Each file is read once, for pixels and keywords together,
+in chunks, so memory stays bounded however many candidates there are.
 """
 
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table, vstack
+from astropy.table import Column, MaskedColumn, Table, vstack
 
-from ._atomic import atomic_output
+from ._atomic import atomic_output, printable
 from ._version import __version__
 from .cutouts import load_cutouts
 
-__all__ = ["RESULT_COLUMNS", "score_files", "write_results", "RESULT_NAME"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "OPTIONAL_COLUMNS",
+    "COLUMN_DESCRIPTIONS",
+    "STATUSES",
+    "score_files",
+    "write_results",
+    "RESULT_NAME",
+]
 
 #: Base name of the result files written beside the candidates.
 RESULT_NAME = "infer_results"
@@ -45,6 +61,45 @@ _FROM_KEYWORDS = {
 #: Columns of the result table: O'TRAIN's, in its order, then the 0/1 call.
 RESULT_COLUMNS = (*_FROM_KEYWORDS, "label0", "label1", "label")
 
+#: What became of each input (the ``status`` column of a table with every input).
+STATUSES = {
+    "scored": "scored by the network",
+    "edge": "flagged EDGE='True' (the stamp touches the image edge); not scored "
+    "(otrain-infer --score-edge scores it)",
+    "unreadable": "not a readable cutout (corrupt, truncated, foreign or missing channel)",
+    "wrong_size": "a stamp of another size or channel count than the model takes",
+}
+
+#: Keyword columns written to the ECSV table after the result columns, when the
+#: keyword table read with the stamps has them: result column -> (keyword column,
+#: description). Readers of other inputs (alerts) add theirs here.
+OPTIONAL_COLUMNS = {
+    "filter": ("filter", "photometric filter (FILTER keyword)"),
+    "edge": ("edge", "EDGE keyword: the stamp touches the image edge and is NaN-padded"),
+}
+
+#: Description of each column, written in the ECSV header.
+COLUMN_DESCRIPTIONS = {
+    "filename": "cutout file",
+    "RA": "right ascension of the candidate (RA keyword)",
+    "Dec": "declination of the candidate (DEC keyword)",
+    "originalFile": "image the candidate was found in (FILE keyword)",
+    "Xpos": "x position in that image (XPOS keyword)",
+    "Ypos": "y position in that image (YPOS keyword)",
+    "mag": "magnitude of the candidate (MAG or MAG_CALIB keyword)",
+    "magerr": "magnitude error (MAGERR or MAGERR_CALIB keyword)",
+    "FWHM": "FWHM of the candidate (FWHM keyword)",
+    "FWHMPSF": "FWHM of the image PSF (FWHMPSF keyword)",
+    "cand_ID": "candidate identifier (CANDID or NAME keyword, else the file name)",
+    "label0": "P(bogus) = 1 - P(real)",
+    "label1": "P(real), the network's probability that the candidate is real",
+    "label": "1 where P(real) >= the threshold (real), else 0",
+    "label1_std": "standard deviation of P(real) over the Monte-Carlo dropout draws",
+    "status": "what became of the file: " + ", ".join(STATUSES),
+    "reason": "why the file was not scored (empty when scored)",
+    **{column: description for column, (_, description) in OPTIONAL_COLUMNS.items()},
+}
+
 # Files read and scored per chunk: 1024 x 64 x 64 x 3 float32 = 50 MB; small enough
 # for reading and scoring to overlap from the second chunk on.
 _CHUNK = 1024
@@ -62,14 +117,17 @@ def score_files(
     random_state=None,
     precision="auto",
     first_chunk=0,
+    every_input=False,
+    score_edge=False,
 ):
     """Score cutout files with a fitted classifier.
 
     Files are read with the classifier's channels (``channels_``) and centre-cropped
-    to its stamp size when larger. Cutouts flagged ``EDGE='True'`` and unreadable
-    files are skipped and reported. Probabilities are calibrated when the classifier
-    is (``calibration_``). Files are read in chunks, each chunk read by a background
-    thread while the network scores the one before.
+    to its stamp size when larger. Cutouts flagged ``EDGE='True'`` (unless
+    ``score_edge``) and unreadable files are not scored, and reported. Probabilities
+    are calibrated when the classifier is (``calibration_``). Files are read in
+    chunks, each chunk read by a background thread while the network scores the one
+    before.
 
     Parameters
     ----------
@@ -101,15 +159,26 @@ def score_files(
         ``[random_state, k]``, so that a task scoring chunk ``k`` of a longer list on
         its own (see :func:`otrain.cluster.score_files_distributed`) draws as the
         whole run would.
+    every_input : bool, default False
+        One row per input file, in order, with the ``status`` and ``reason`` columns
+        and the :data:`OPTIONAL_COLUMNS` (probabilities masked where not scored);
+        by default, one row per scored cutout.
+    score_edge : bool, default False
+        Score the cutouts flagged ``EDGE='True'`` too (they are NaN-padded; the
+        network's NaN policy handles them).
 
     Returns
     -------
     table : astropy.table.Table
-        One row per scored cutout, :data:`RESULT_COLUMNS` (and ``label1_std``); the
-        threshold used is in ``table.meta["threshold"]``.
+        :data:`RESULT_COLUMNS` (and ``label1_std``), one row per scored cutout or,
+        with ``every_input``, per file; the threshold used is in
+        ``table.meta["threshold"]``.
     summary : dict
-        ``n_files``, ``n_scored``, ``n_edge``, ``skipped`` (list of (path, reason)),
-        ``threshold``, ``precision`` (the one used) and ``precision_note`` (why).
+        ``n_files``, ``n_scored``, ``n_edge`` (EDGE stamps not scored),
+        ``skipped`` (list of (path, reason) of the files that could not be read or
+        have another size), ``not_scored`` (list of (path, status, reason) of every
+        file not scored, EDGE stamps included), ``threshold``, ``precision`` (the one
+        used) and ``precision_note`` (why).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -131,14 +200,16 @@ def score_files(
         "mc_samples": mc_samples,
         "random_state": random_state,
         "chunk": int(first_chunk),
+        "every_input": bool(every_input),
+        "input_shape": tuple(int(s) for s in classifier.model_.input_shape[1:]),
     }
-    input_shape = tuple(int(s) for s in classifier.model_.input_shape[1:])
+    input_shape = scoring["input_shape"]
     channels = getattr(classifier, "channels_", None) or ("DIFF",)
-    tables, skipped = [], []
-    n_files = n_edge = 0
+    tables, skipped, not_scored = [], [], []
+    n_files = n_edge = n_scored = 0
 
     def read(chunk):
-        return chunk, _read_chunk(chunk, channels, input_shape, n_jobs)
+        return chunk, _read_chunk(chunk, channels, input_shape, n_jobs, score_edge)
 
     # One reader thread: the next chunk is read while the network (which releases
     # the GIL) scores this one, and at most two chunks are in memory.
@@ -148,23 +219,35 @@ def score_files(
         for chunk in itertools.chain(_chunks(paths, chunk_size), [None]):
             upcoming = None if chunk is None else reader.submit(read, chunk)
             if pending is not None:
-                n_files, n_edge = _score_read(
-                    scorer, pending.result(), tables, skipped, scoring, n_files, n_edge
-                )
+                table = _score_read(scorer, pending.result(), scoring)
+                n_files += len(table)
+                scored = table["status"] == "scored"
+                n_scored += int(scored.sum())
+                for row in table[~scored]:
+                    path, status, reason = row["filename"], row["status"], row["reason"]
+                    not_scored.append((path, status, reason))
+                    if status == "edge":
+                        n_edge += 1
+                    else:
+                        skipped.append((path, f"{path}: {reason}"))
+                if not every_input:
+                    table = _scored_only(table)
+                if len(table):
+                    tables.append(table)
                 if progress is not None:
                     progress(n_files)
             pending = upcoming
-    table = (
-        vstack(tables, metadata_conflicts="silent")
-        if tables
-        else _empty_results(mc=mc_samples is not None)
-    )
+    if tables:
+        table = vstack(tables, metadata_conflicts="silent")
+    else:
+        table = _empty_results(mc=mc_samples is not None, every_input=every_input)
     table.meta["threshold"] = threshold
     summary = {
         "n_files": n_files,
-        "n_scored": len(table),
+        "n_scored": n_scored,
         "n_edge": n_edge,
         "skipped": skipped,
+        "not_scored": not_scored,
         "threshold": threshold,
         "precision": used,
         "precision_note": note,
@@ -183,7 +266,8 @@ def _chunks(paths, size):
         yield chunk
 
 
-def _read_chunk(chunk, channels, input_shape, n_jobs):
+def _read_chunk(chunk, channels, input_shape, n_jobs, score_edge=False):
+    """Read one chunk: (cube of the stamps to score, their keywords, every file's row)."""
     cube, keywords, bad = load_cutouts(
         chunk,
         channels=channels,
@@ -193,16 +277,57 @@ def _read_chunk(chunk, channels, input_shape, n_jobs):
         shape=input_shape,
     )
     edge = np.asarray(keywords["edge"], dtype=bool)
-    if edge.any():
-        cube, keywords = cube[~edge], keywords[~edge]
-    return cube, keywords, bad, int(edge.sum())
+    status = np.where(edge & (not score_edge), "edge", "scored")
+    # Where each file went: its row of `keywords`, or its (status, reason).
+    problems = {path: reason for path, reason in bad}
+    read_rows = iter(range(len(keywords)))
+    fates = []
+    for path in chunk:
+        if path in problems:
+            reason = _for_scoring(problems.pop(path), path, input_shape)
+            fates.append((_status_of(reason), reason))
+        else:
+            fates.append(next(read_rows))
+    keep = status == "scored"
+    if not keep.all():
+        cube = cube[keep]
+    return cube, keywords, status, fates
 
 
-def _score_read(classifier, read, tables, skipped, scoring, n_files, n_edge):
-    chunk, (cube, keywords, bad, edge) = read
-    skipped.extend(bad)
+def _status_of(reason):
+    """``wrong_size`` for a readable stamp of another shape, else ``unreadable``."""
+    # The phrases of otrain.cutouts' size errors (_size_message, _centre_crop).
+    size = (
+        "pixels but the other cutouts are",
+        "pixels after cropping, expected",
+        "channels where",
+        "smaller than the cutout size",
+        "stamps the model takes",
+    )
+    return "wrong_size" if any(phrase in reason for phrase in size) else "unreadable"
+
+
+def _for_scoring(reason, path, input_shape):
+    """A reader's message, worded for scoring: the file name and options out."""
+    prefix = f"{path}: "
+    reason = reason[len(prefix) :] if reason.startswith(prefix) else reason
+    crop = re.match(r"the cutout is (\d+)x(\d+) pixels, smaller than the cutout size", reason)
+    if crop:
+        # The reader suggests otrain-convert's --cutout-size, which scoring has not:
+        # the stamp size is the model's.
+        reason = (
+            f"the cutout is {crop[1]}x{crop[2]} pixels, smaller than the "
+            f"{input_shape[0]}x{input_shape[1]} stamps the model takes; score it with a "
+            "model trained on stamps of its size"
+        )
+    return reason
+
+
+def _score_read(classifier, read, scoring):
+    """Score one chunk read by :func:`_read_chunk`; its table, one row per file."""
+    chunk, (cube, keywords, status, fates) = read
+    proba = std = None
     if len(cube):
-        std = None
         if scoring["mc_samples"] is None:
             proba = classifier.predict_proba(cube)
         else:
@@ -211,27 +336,79 @@ def _score_read(classifier, read, tables, skipped, scoring, n_files, n_edge):
             seed = scoring["random_state"]
             seed = None if seed is None else [int(seed), scoring["chunk"]]
             proba, std = classifier.predict_proba_mc(cube, scoring["mc_samples"], random_state=seed)
-        tables.append(_result_table(keywords, proba, scoring["threshold"], std))
     scoring["chunk"] += 1
-    return n_files + len(chunk), n_edge + edge
+    return _result_table(chunk, keywords, status, fates, proba, std, scoring)
 
 
-def _result_table(keywords, proba, threshold, std=None):
+def _result_table(chunk, keywords, status, fates, proba, std, scoring):
+    """One row per file of ``chunk``: keywords where read, P(real) where scored."""
+    n = len(chunk)
+    row_of = np.array([f if isinstance(f, int) else -1 for f in fates], dtype=np.int64)
+    read = row_of >= 0
+    file_status = np.array([status[f] if isinstance(f, int) else f[0] for f in fates], dtype="U10")
+    scored = file_status == "scored"
     table = Table()
-    for column, source in _FROM_KEYWORDS.items():
-        table[column] = keywords[source]
-    table["label0"] = proba[:, 0].astype(np.float64)
-    table["label1"] = proba[:, 1].astype(np.float64)
-    table["label"] = (table["label1"] >= threshold).astype(np.int64)
-    if std is not None:
-        table["label1_std"] = std[:, 1].astype(np.float64)
+    table["filename"] = np.array(chunk, dtype=str)
+    optional = {c: k for c, (k, _) in OPTIONAL_COLUMNS.items() if k in keywords.colnames}
+    for column, source in [*list(_FROM_KEYWORDS.items())[1:], *optional.items()]:
+        table[column] = _spread(keywords[source], row_of, read)
+    # An unreadable file has no keywords; its name still identifies it.
+    stems = np.array([Path(p).stem for p in chunk], dtype=str)
+    table["cand_ID"] = np.where(read, table["cand_ID"], stems)
+
+    def masked(values):
+        full = np.full(n, np.nan)
+        if values is not None:
+            full[scored] = values
+        return MaskedColumn(full, mask=~scored)
+
+    table["label0"] = masked(None if proba is None else proba[:, 0])
+    table["label1"] = masked(None if proba is None else proba[:, 1])
+    called = np.nan_to_num(table["label1"].data.data, nan=-1.0) >= scoring["threshold"]
+    table["label"] = MaskedColumn(called.astype(np.int64), mask=~scored)
+    if scoring["mc_samples"] is not None:
+        table["label1_std"] = masked(None if std is None else std[:, 1])
+    table["status"] = file_status
+    table["reason"] = np.array(["" if isinstance(f, int) else f[1] for f in fates], dtype=str)
+    # The optional columns go last, after the ones every table has.
+    return table[[c for c in table.colnames if c not in optional] + list(optional)]
+
+
+def _spread(values, row_of, read):
+    """``values`` (one per file read) at their files' rows; blank where unread."""
+    n = len(row_of)
+    kind = values.dtype.kind
+    if kind in "US":
+        full = np.full(n, "", dtype=values.dtype)
+    elif kind == "b":
+        full = np.zeros(n, dtype=bool)
+    else:
+        full = np.full(n, np.nan, dtype=np.float64)
+    full[read] = np.asarray(values)[row_of[read]]
+    column = Column(full)
+    column.unit = values.unit
+    return column
+
+
+def _scored_only(table):
+    """The scored rows, with the columns of O'TRAIN's table (and ``label1_std``)."""
+    table = table[table["status"] == "scored"]
+    keep = [c for c in (*RESULT_COLUMNS, "label1_std") if c in table.colnames]
+    table = table[keep]
+    for column in ("label0", "label1", "label", "label1_std"):
+        # Scored rows have every value: plain columns, as O'TRAIN's table had.
+        if column in table.colnames and hasattr(table[column], "filled"):
+            table[column] = Column(table[column].filled(), description=table[column].description)
     return table
 
 
-def _empty_results(mc=False):
+def _empty_results(mc=False, every_input=False):
     table = Table()
-    for column in (*RESULT_COLUMNS, *(("label1_std",) if mc else ())):
-        if column in ("filename", "originalFile", "cand_ID"):
+    columns = (*RESULT_COLUMNS, *(("label1_std",) if mc else ()))
+    if every_input:
+        columns = (*columns, "status", "reason")
+    for column in columns:
+        if column in ("filename", "originalFile", "cand_ID", "status", "reason"):
             kind = str
         elif column == "label":
             kind = np.int64
@@ -241,34 +418,56 @@ def _empty_results(mc=False):
     return table
 
 
+def result_paths(folder):
+    """The ``.dat`` and ``.ecsv`` files :func:`write_results` writes in ``folder``."""
+    folder = Path(folder)
+    return folder / f"{RESULT_NAME}.dat", folder / f"{RESULT_NAME}.ecsv"
+
+
 def write_results(table, folder, *, model_name, extra_meta=None):
     """Write the result table as ``infer_results.dat`` and ``infer_results.ecsv``.
+
+    The ``.dat`` file holds O'TRAIN's columns (and ``label1_std``) for the scored
+    candidates; the ``.ecsv`` file holds every row and column of ``table``, each
+    column with its description (:data:`COLUMN_DESCRIPTIONS`) and unit, and the
+    metadata. File names that are not valid UTF-8 are written with ``\\xNN``
+    escapes of their bytes.
 
     Parameters
     ----------
     table : astropy.table.Table
-        From :func:`score_files`.
+        From :func:`score_files` (scored rows, or every input with its ``status``).
     folder : str or path-like
         Where to write (O'TRAIN wrote beside the candidates).
     model_name : str
-        Stored in the ECSV metadata.
+        The model file, stored in the ECSV metadata.
     extra_meta : dict, optional
-        More metadata for the ECSV file (threshold, channels...).
+        More metadata for the ECSV file (threshold, channels, normalisation,
+        precision...).
 
     Returns
     -------
     tuple of pathlib.Path
         The ``.dat`` and ``.ecsv`` files, each written atomically.
     """
-    folder = Path(folder)
-    table = table.copy(copy_data=False)
+    dat, ecsv = result_paths(folder)
+    table = Table(table, copy=True)
+    for column in table.itercols():
+        if column.dtype.kind == "U":
+            table[column.name] = np.array([printable(v) for v in column], dtype=str)
+        table[column.name].description = COLUMN_DESCRIPTIONS.get(column.name)
     table.meta.update(
-        {"model": str(model_name), "otrain_version": __version__, **(extra_meta or {})}
+        {
+            "model": printable(model_name),
+            "otrain_version": __version__,
+            "P(real)": "label1; label0 = 1 - label1 = P(bogus)",
+            **(extra_meta or {}),
+        }
     )
-    dat = folder / f"{RESULT_NAME}.dat"
-    ecsv = folder / f"{RESULT_NAME}.ecsv"
+    if "status" in table.colnames:
+        table.meta["status"] = dict(STATUSES)
     with atomic_output(dat) as tmp:
-        plain = Table(table, copy=False)
+        plain = _scored_only(table) if "status" in table.colnames else Table(table, copy=False)
         plain.meta.clear()
         plain.write(tmp, format="ascii.commented_header", overwrite=True)
     with atomic_output(ecsv) as tmp:

@@ -60,17 +60,35 @@ def test_infer_scores_what_it_can_and_reports_the_rest(model_file, tmp_path, cap
     folder = _candidates(tmp_path / "cands")
     assert infer.main(["--cutouts", str(folder), "--model", str(model_file)]) == 0
     out = capsys.readouterr().out
+    scored = ["good", "bigger", "allnan", "partly", "nokeys", "wrongtype"]
+    dat = Table.read(folder / "infer_results.dat", format="ascii.commented_header")
+    assert sorted(dat["cand_ID"]) == sorted(scored)
+    # The ECSV accounts for every file, in the order scanned.
     table = Table.read(folder / "infer_results.ecsv")
-    ids = sorted(table["cand_ID"])
-    assert ids == sorted(["good", "bigger", "allnan", "partly", "nokeys", "wrongtype"])
-    assert np.isfinite(table["label1"]).all() and np.isfinite(table["label0"]).all()
+    assert len(table) == 10
+    assert list(table["filename"]) == sorted(str(p) for p in folder.glob("*.fits"))
+    status = dict(zip(table["cand_ID"], table["status"], strict=True))
+    assert status == {
+        **dict.fromkeys(scored, "scored"),
+        "edge": "edge",
+        "smaller": "wrong_size",
+        "notfits": "unreadable",
+        "truncated": "unreadable",
+    }
+    done = table[table["status"] == "scored"]
+    assert np.isfinite(done["label1"]).all() and np.isfinite(done["label0"]).all()
+    assert table["label1"].mask[table["status"] != "scored"].all()
     row = table[table["cand_ID"] == "wrongtype"][0]
     assert np.isnan(row["mag"]) and np.isnan(row["FWHM"])
     row = table[table["cand_ID"] == "nokeys"][0]
     assert np.isnan(row["RA"]) and not row["originalFile"]  # empty (masked in ECSV)
-    assert "6 candidates scored, 1 EDGE cutouts skipped, 3 unreadable or mis-sized" in out
-    for name in ("smaller.fits", "notfits.fits", "truncated.fits"):
+    assert "6 candidates scored, 1 EDGE cutouts not scored" in out
+    assert "2 unreadable files, 1 files of another stamp size" in out
+    for name in ("smaller.fits", "notfits.fits", "truncated.fits", "edge.fits"):
         assert name in out
+    # Scoring has no --cutout-size: the reason speaks of the model's stamps.
+    reason = table[table["cand_ID"] == "smaller"][0]["reason"]
+    assert "cutout size" not in reason and "24x24 stamps the model takes" in reason
 
 
 def test_loader_refuses_unreadable_files(tmp_path):

@@ -357,10 +357,11 @@ def test_infer_labels_with_the_stored_threshold_and_mc_dropout(tuned, trained, t
     argv = f"--cutouts {trained / 'candidates'} --model {tuned} --outdir {tmp_path}"
     assert infer.main(f"{argv} --mc-samples 4 --seed 1".split()) == 0
     out = capsys.readouterr().out
-    assert f"P(true) >= {threshold:g} (threshold stored in the model" in out
+    assert f"P(real) >= {threshold:g} (threshold stored in the model" in out
     assert "calibrated (sigmoid)" in out
     table = Table.read(tmp_path / "infer_results.ecsv")
-    assert table.colnames[-3:] == ["label1", "label", "label1_std"]
+    end = ["label1", "label", "label1_std", "status", "reason", "filter", "edge"]
+    assert table.colnames[-7:] == end
     np.testing.assert_array_equal(table["label"], (table["label1"] >= threshold).astype(int))
     assert np.all(table["label1_std"] >= 0) and np.any(table["label1_std"] > 0)
     assert table.meta["threshold"] == threshold and table.meta["calibration"] == "sigmoid"

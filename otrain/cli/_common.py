@@ -1,11 +1,19 @@
-"""What every otrain command shares: --version, error handling, progress lines."""
+"""What every otrain command shares: --version, error handling, progress lines, outputs.
+
+Overwrite policy (see :mod:`otrain._atomic`): outputs that cost a training are never
+replaced without ``--overwrite``; outputs derived from inputs that are still there
+(datacubes, results tables, plots) are replaced, and :func:`check_outputs` says so on
+one line. Every command calls it before its long work.
+"""
 
 import argparse
 import contextlib
 import os
 import sys
 import time
+import warnings
 
+from .._atomic import printable
 from .._version import __version__
 
 __all__ = [
@@ -16,6 +24,7 @@ __all__ = [
     "comma_list",
     "load_tensorflow",
     "positive_int",
+    "check_outputs",
 ]
 
 #: Exit code of a command stopped by bad input or settings.
@@ -147,7 +156,38 @@ def load_tensorflow():
 
 def say(message):
     """Print a progress or summary line to stdout, at once."""
-    print(message, flush=True)
+    print(printable(message), flush=True)
+
+
+def check_outputs(paths, what, *, replace=True, refuse_hint="give --overwrite to replace it"):
+    """Check that ``paths`` can be written before the long work; say what is replaced.
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        The command's output files.
+    what : str
+        What they are, for the "replacing" line (e.g. "results of an earlier run").
+    replace : bool, default True
+        False for outputs that cost a training: an existing one is then an error
+        unless the user gave ``--overwrite``.
+    refuse_hint : str
+        How to proceed when an output exists and may not be replaced.
+
+    Returns
+    -------
+    list of pathlib.Path
+        ``paths``, as paths.
+    """
+    from pathlib import Path
+
+    from .._atomic import check_outputs as check
+
+    paths = [Path(p) for p in paths]
+    existing = check(paths, replace=replace, refuse_hint=refuse_hint)
+    if existing:
+        say(f"replacing {what}: {', '.join(str(p) for p in existing)}")
+    return paths
 
 
 def run(prog, body, args, *, needs_tensorflow=False):
@@ -166,10 +206,14 @@ def run(prog, body, args, *, needs_tensorflow=False):
     if needs_tensorflow:
         load_tensorflow()
     try:
-        code = body(args)
+        with warnings.catch_warnings():
+            # A warning reaches the user as one line of the command, never as a
+            # Python source line.
+            warnings.showwarning = _one_line_warning(prog)
+            code = body(args)
         say(f"done in {time.perf_counter() - start:.1f} s")
     except (OTrainError, ValueError, OSError) as err:
-        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        print(printable(f"{prog}: error: {_one_line(err)}"), file=sys.stderr)
         code = EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; no output was left half-written", file=sys.stderr)
@@ -183,6 +227,14 @@ def run(prog, body, args, *, needs_tensorflow=False):
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _one_line_warning(prog):
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(printable(f"{prog}: warning: {text}"), file=file or sys.stderr, flush=True)
+
+    return show
 
 
 def _one_line(err):
