@@ -394,6 +394,9 @@ _SHORT_LENGTHS = tuple(_encode_long(n) for n in range(256))
 _PRINTABLE = bytes(range(32, 127))
 
 
+_LAST_SCHEMA = None
+
+
 @functools.lru_cache(maxsize=64)
 def _schema_of(schema_json):
     from fastavro.schema import SchemaParseException
@@ -406,7 +409,14 @@ def _schema_of(schema_json):
 
 def _schema(schema_json, path):
     """The parsed schema of a file (cached by the schema's text, not by file)."""
-    schema = _schema_of(bytes(schema_json))
+    global _LAST_SCHEMA
+    last = _LAST_SCHEMA
+    # Files of one stream share their schema: comparing with the last one is cheaper
+    # than hashing its text (tens of kB) for the cache.
+    schema = last[1] if last is not None and last[0] == schema_json else None
+    if schema is None:
+        schema = _schema_of(bytes(schema_json))
+        _LAST_SCHEMA = (bytes(schema_json), schema)
     if isinstance(schema, str):
         raise CutoutError(f"{path}: {schema}", path)
     return schema
@@ -680,9 +690,17 @@ def _normalise(record, survey, path):
 
 
 def _float(value):
-    from .cutouts import _as_float
-
-    return _as_float(value, "mag")
+    """A number of the alert as a float; NaN for null, non-finite or sentinel values."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    # ZTF writes -999 (and brokers -99) for "not measured".
+    if not math.isfinite(number) or number in (-99.0, -999.0, -9999.0):
+        return math.nan
+    return number
 
 
 def _ztf_keywords(record):
@@ -691,8 +709,8 @@ def _ztf_keywords(record):
     fid = candidate.get("fid")
     keywords = {
         "candid": "" if candid is None else str(candid),
-        "ra": _float(candidate.get("ra")),
-        "dec": _float(candidate.get("dec")),
+        "ra": math.nan,
+        "dec": math.nan,
         "mag": _float(candidate.get("magpsf")),
         "magerr": _float(candidate.get("sigmapsf")),
         "filter": _ZTF_FILTERS.get(fid, "" if fid is None else str(fid)),
@@ -700,8 +718,8 @@ def _ztf_keywords(record):
         "fwhmpsf": math.nan,
         "edge": False,
         "file": str(candidate.get("pdiffimfilename") or ""),
-        "xpos": _float(candidate.get("xpos")),
-        "ypos": _float(candidate.get("ypos")),
+        "xpos": math.nan,
+        "ypos": math.nan,
         "objectId": str(record.get("objectId") or ""),
         "isdiffpos": str(candidate.get("isdiffpos") or ""),
         "rb": _float(candidate.get("rb")),
