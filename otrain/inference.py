@@ -294,6 +294,9 @@ def _read_chunk(chunk, channels, input_shape, n_jobs, score_edge=False):
     return cube, keywords, status, fates
 
 
+_EDGE_REASON = "EDGE='True': the stamp touches the image edge (--score-edge scores it)"
+
+
 def _status_of(reason):
     """``wrong_size`` for a readable stamp of another shape, else ``unreadable``."""
     # The phrases of otrain.cutouts' size errors (_size_message, _centre_crop).
@@ -369,7 +372,11 @@ def _result_table(chunk, keywords, status, fates, proba, std, scoring):
     if scoring["mc_samples"] is not None:
         table["label1_std"] = masked(None if std is None else std[:, 1])
     table["status"] = file_status
-    table["reason"] = np.array(["" if isinstance(f, int) else f[1] for f in fates], dtype=str)
+    reasons = ["" if isinstance(f, int) else f[1] for f in fates]
+    table["reason"] = np.array(
+        [_EDGE_REASON if s == "edge" else r for s, r in zip(file_status, reasons, strict=True)],
+        dtype=str,
+    )
     # The optional columns go last, after the ones every table has.
     return table[[c for c in table.colnames if c not in optional] + list(optional)]
 

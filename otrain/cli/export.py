@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from ._common import comma_list, make_parser, run, say
+from ._common import check_outputs, comma_list, make_parser, run, say
 
 PROG = "otrain-export"
 
@@ -51,13 +51,17 @@ def build_parser():
 
 
 def _export(args):
-    from ..exceptions import OutputError
     from ..export import export_onnx
     from ..model_files import load_model
 
     output = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
-    if output.exists() and not args.overwrite:
-        raise OutputError(f"{output}: exists; give another --output or --overwrite")
+    # An exported model is a trained model: replaced only when asked to.
+    check_outputs(
+        [output],
+        "the exported model (--overwrite)",
+        replace=args.overwrite,
+        refuse_hint="give another --output or --overwrite",
+    )
     say(f"loading model {args.model} ...")
     classifier = load_model(args.model, channels=args.channels, normalisation=args.normalisation)
     calibration = classifier.calibration_

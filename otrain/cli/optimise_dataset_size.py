@@ -13,8 +13,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from .._atomic import ensure_folder
-from ._common import add_scheduler_arguments, cluster_client, make_parser, positive_int, run, say
+from ._common import (
+    add_scheduler_arguments,
+    check_outputs,
+    cluster_client,
+    make_parser,
+    positive_int,
+    run,
+    say,
+)
 
 PROG = "otrain-optimise-dataset-size"
 
@@ -125,6 +132,14 @@ def _tolerance(text):
     return value
 
 
+# The files of otrain.dataset_size.write_dataset_size_report, after the name prefix.
+_REPORT_FILES = (
+    "dataset_size.csv",
+    "dataset_size.ecsv",
+    *(f"{m}_dataset_size.png" for m in ("mcc", "f1", "accuracy", "gap", "loss")),
+)
+
+
 def _outdir(args):
     name = args.model_name or Path(args.cube).name.removesuffix(".npz")
     if args.outdir is not None:
@@ -153,8 +168,13 @@ def _body(args):
     # retraced functions are expected here, and would bury the progress lines.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     outdir, name = _outdir(args)
-    # Fail on an unwritable folder now, not after hours of training.
-    ensure_folder(outdir)
+    # Fail on an unwritable folder now, not after hours of training; the tables and
+    # plots are derived from the cube, which is still there: they are replaced.
+    prefix = f"{name}_" if name else ""
+    check_outputs(
+        [outdir / f"{prefix}{stem}" for stem in _REPORT_FILES],
+        "the dataset-size report of an earlier run",
+    )
     estimator = CutoutClassifier(
         network=args.network,
         normalisation=args.normalisation,
