@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
-from astropy.utils.exceptions import AstropyUserWarning
+from astropy.utils.exceptions import AstropyWarning
 
 from .alerts import ALERT_COLUMNS, is_alert_file
 from .alerts import _read_reference as _read_alert
@@ -117,6 +117,7 @@ def _parse_keywords(headers, path):
             row[column] = "" if value is None else str(value).strip()
     if not row["candid"]:
         row["candid"] = Path(path).stem
+    row["warning"] = ""
     return row
 
 
@@ -211,16 +212,22 @@ def _read(path, channels, cutout_size):
 
 
 def _read_astropy(path, channels, cutout_size):
-    """Read a file with ``fits.open``: any FITS file, and every error message."""
+    """Read a file with ``fits.open``: any FITS file, and every error message.
+
+    Files that astropy reads with a warning (zero padding or bytes after the last
+    HDU, a last block not padded to 2,880 bytes, a BLANK card on a floating-point
+    image, a non-standard card) are read as ``astropy.io.fits.getdata`` reads them;
+    the warnings are returned in the keywords (``warning``), for the caller to count,
+    never printed. Files whose data is cut short fail.
+    """
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below, whatever astropy does
     except FileNotFoundError as err:
         raise CutoutError(f"{path}: no such file; check the path", path) from err
     except OSError as err:
         raise CutoutError(f"{path}: cannot be opened ({err.strerror}); check it", path) from err
-    with handle, warnings.catch_warnings():
-        # astropy only warns about truncated files; here they are unreadable.
-        warnings.simplefilter("error", AstropyUserWarning)
+    with handle, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             with fits.open(handle, memmap=False, lazy_load_hdus=False) as hdul:
                 images = _pick_images(hdul, channels, path)
@@ -229,12 +236,47 @@ def _read_astropy(path, channels, cutout_size):
                 keywords = _parse_keywords(headers, path)
         except CutoutError:
             raise
-        except (OSError, ValueError, TypeError, IndexError, KeyError, AstropyUserWarning) as err:
+        except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
+            repeated = _repeated_in_file(path)
+            if repeated:
+                raise CutoutError(
+                    f"{path}: not a readable FITS file ({repeated[0]}, and astropy cannot "
+                    f"read it: {_short(err)}); write each layout card once",
+                    path,
+                ) from err
             raise CutoutError(
                 f"{path}: not a readable FITS file ({_short(err)}); remove it or write it again",
                 path,
             ) from err
+    notes = [_short(w.message) for w in caught if issubclass(w.category, AstropyWarning)]
+    # astropy reads a repeated layout card without a word (its choice of card decides
+    # the pixels): say so too.
+    notes = [*_repeated_in_file(path), *notes]
+    keywords["warning"] = "; ".join(dict.fromkeys(notes))
     return _stack(planes, channels, cutout_size, path), keywords
+
+
+def _repeated_in_file(path):
+    """Notes on layout cards written twice, read from the raw cards.
+
+    astropy drops scaling cards from a header once it has applied them, so the raw
+    cards are the ones to count.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_BLOCK * 40)
+    except OSError:
+        return []
+    notes, seen = [], {}
+    for position in range(0, len(data) - _CARD + 1, _CARD):
+        key = data[position : position + 8].rstrip()
+        if key == b"XTENSION":
+            seen = {}
+        if key in _LAYOUT_KEYS and key not in (b"SIMPLE", b"XTENSION"):
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] == 2:
+                notes.append(f"{key.decode()} appears twice in a header")
+    return notes
 
 
 def _stack(planes, channels, cutout_size, path):
@@ -276,6 +318,7 @@ _LAYOUT = (
     "SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT",
     "EXTNAME", "BSCALE", "BZERO", "BLANK", "GROUPS", "ZIMAGE", "CONTINUE",
 )  # fmt: skip
+_LAYOUT_KEYS = frozenset(name.encode("ascii") for name in _LAYOUT)
 _NEEDED = frozenset(
     name.encode("ascii")
     for name in (*_LAYOUT, *(name for names, _, _ in _KEYWORDS.values() for name in names))
@@ -366,7 +409,11 @@ def _decode_plain(data, channels):
                 card = data[position : position + _CARD].decode("ascii")
                 key = fits.Card.fromstring(card).keyword.upper().encode("ascii")
             if key in _NEEDED:
-                cards.setdefault(key.decode("ascii"), data[position : position + _CARD])
+                name = key.decode("ascii")
+                if name in cards and key in _LAYOUT_KEYS:
+                    # A layout card written twice: which one counts is astropy's call.
+                    return None
+                cards.setdefault(name, data[position : position + _CARD])
             position += _CARD
         start = offset + -(-(position + _CARD - offset) // _BLOCK) * _BLOCK
         if primary is None:
@@ -518,6 +565,10 @@ def keywords_table(rows):
             missing = "" if kind == "str" else math.nan
             values = [row.get(column, missing) for row in rows]
             table[column] = np.array(values, dtype=str if kind == "str" else np.float64)
+    # What astropy warned about while reading the file ('' when nothing): not a FITS
+    # keyword, so not in KEYWORD_COLUMNS; callers count these files.
+    notes = [row.get("warning", "") for row in rows]
+    table["warning"] = np.array(notes, dtype=str) if notes else np.array([], dtype=str)
     return table
 
 

@@ -12,6 +12,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -230,3 +231,83 @@ def test_forked_workers_give_the_serial_cube(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "raised:" in result.stdout and "010.fits: not a readable FITS file" in result.stdout
+
+
+def _with_extra_card(data, *cards):
+    """``data`` (a one-HDU file) with ``cards`` added before END."""
+    data = bytearray(data)
+    end = data.index(b"END     ")
+    added = b"".join(card.ljust(80).encode() for card in (*cards, "END"))
+    data[end : end + len(added)] = added
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "cards",
+    [
+        ("BITPIX  =                  -64",),
+        ("NAXIS1  =                    4",),
+        ("NAXIS2  =                    4",),
+        ("BZERO   =                    0", "BZERO   =                   10"),
+        ("BSCALE  =                    1", "BSCALE  =                    2"),
+    ],
+)
+def test_duplicate_layout_cards_are_read_as_astropy_reads_them(tmp_path, cards):
+    rng = np.random.default_rng(0)
+    plain = write_stamp(tmp_path / "a.fits", rng.normal(size=(8, 8)))
+    path = tmp_path / "dup.fits"
+    path.write_bytes(_with_extra_card(plain.read_bytes(), *cards))
+    card = cards[0]
+    assert reading._read_plain(str(path), ("DIFF",)) is None
+    key = card.split()[0]
+    try:
+        image, keywords = read_cutout(path)
+    except CutoutError as err:
+        # Where astropy cannot read the file either, the error says why.
+        assert f"{key} appears twice in a header" in str(err) and "dup.fits" in str(err)
+        return
+    expected = np.asarray(fits.getdata(path), dtype=np.float32)
+    np.testing.assert_array_equal(image[..., 0], expected)
+    assert f"{key} appears twice in a header" in keywords["warning"]
+
+
+def _trailing(data):
+    return data + b"bytes written after the last HDU"
+
+
+def _zero_padding(data):
+    return data + b"\0" * 2880
+
+
+def _short_zero_padding(data):
+    return data + b"\0" * 100
+
+
+def _unpadded(data):
+    # The data end where the pixels end, without the zeros to a 2,880-byte block.
+    return data[: 2880 + 8 * 8 * 4]
+
+
+def _blank_on_float(data):
+    return _with_extra_card(data, "BLANK   =               -32768")
+
+
+@pytest.mark.parametrize(
+    "alter", [_trailing, _zero_padding, _short_zero_padding, _unpadded, _blank_on_float]
+)
+def test_files_getdata_reads_are_read_with_its_values(tmp_path, alter, recwarn):
+    rng = np.random.default_rng(1)
+    plain = write_stamp(tmp_path / "a.fits", rng.normal(size=(8, 8)), MAG=18.5)
+    path = tmp_path / "odd.fits"
+    path.write_bytes(alter(plain.read_bytes()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = np.asarray(fits.getdata(path), dtype=np.float32)
+    image, keywords = read_cutout(path)
+    np.testing.assert_array_equal(image[..., 0], expected)
+    assert keywords["mag"] == 18.5
+    # astropy warned: the reader says so in the keywords, and nothing is printed.
+    assert keywords["warning"]
+    assert not recwarn.list
+    cube, table, skipped = load_cutouts([plain, path])
+    assert not skipped and list(table["warning"] != "") == [False, True]
