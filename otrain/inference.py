@@ -76,6 +76,12 @@ STATUSES = {
 OPTIONAL_COLUMNS = {
     "filter": ("filter", "photometric filter (FILTER keyword)"),
     "edge": ("edge", "EDGE keyword: the stamp touches the image edge and is NaN-padded"),
+    # Alert packets (otrain.alerts): the object and the survey's own scores, beside P(real).
+    "objectId": ("objectId", "the survey's object id (ZTF objectId, Rubin diaObjectId)"),
+    "isdiffpos": ("isdiffpos", "t for a positive subtraction, f for a negative one (alert)"),
+    "rb": ("rb", "ZTF's own real/bogus score rb (random forest), from the alert"),
+    "drb": ("drb", "ZTF's own deep real/bogus score drb (braai), from the alert"),
+    "reliability": ("reliability", "Rubin's own real/bogus score, from the alert"),
 }
 
 #: Description of each column, written in the ECSV header.

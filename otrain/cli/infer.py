@@ -29,7 +29,11 @@ def build_parser():
         "on a Dask cluster: otrain-infer --cutouts candidates --model model.keras "
         "--scheduler tcp://host:8786",
     )
-    parser.add_argument("--cutouts", required=True, help="folder holding the candidate cutouts")
+    parser.add_argument(
+        "--cutouts",
+        required=True,
+        help="folder holding the candidate cutouts (FITS or alert files), or one alert file",
+    )
     parser.add_argument("--model", required=True, help="model file (.h5 or .keras)")
     parser.add_argument(
         "--outdir",
@@ -106,9 +110,14 @@ def build_parser():
 def _infer(args):
     from pathlib import Path
 
+    from ..alerts import is_alert_file, iter_references
     from ..datacube import find_cutouts
 
-    paths = find_cutouts(args.cutouts)
+    if is_alert_file(args.cutouts) and Path(args.cutouts).is_file():
+        # One alert file (an Avro container, a broker's Parquet file): its alerts.
+        paths = list(iter_references(args.cutouts))
+    else:
+        paths = find_cutouts(args.cutouts)
     if not paths:
         from ..exceptions import CutoutError
 
@@ -192,6 +201,13 @@ def _infer(args):
             std = scored["label1_std"]
             say(f"label1_std from {float(std.min()):.3g} to {float(std.max()):.3g}")
     say(f"results written to {dat} (scored candidates) and {ecsv} (every file)")
+    from ..alerts import plot_survey_scores
+
+    # Alerts carry the survey's own scores: P(real) against them, beside the tables.
+    scored = table[status == "scored"]
+    plot = plot_survey_scores(scored, Path(ecsv).with_name(f"{Path(ecsv).stem}_vs_survey.png"))
+    if plot is not None:
+        say(f"P(real) against the survey's own scores drawn in {plot}")
     return 0
 
 
@@ -204,6 +220,8 @@ def _check_outputs(args):
     from ._common import check_outputs
 
     folder = Path(args.outdir or args.cutouts)
+    if args.outdir is None and folder.is_file():
+        folder = folder.parent  # one alert file: the results go beside it
     try:
         return check_outputs(result_paths(folder), "results of an earlier run")
     except OutputError as err:
