@@ -76,6 +76,7 @@ STATUSES = {
 OPTIONAL_COLUMNS = {
     "filter": ("filter", "photometric filter (FILTER keyword)"),
     "edge": ("edge", "EDGE keyword: the stamp touches the image edge and is NaN-padded"),
+    "warning": ("warning", "what astropy warned about reading the file (values as it reads)"),
     # Alert packets (otrain.alerts): the object and the survey's own scores, beside P(real).
     "objectId": ("objectId", "the survey's object id (ZTF objectId, Rubin diaObjectId)"),
     "isdiffpos": ("isdiffpos", "t for a positive subtraction, f for a negative one (alert)"),

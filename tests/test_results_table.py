@@ -209,3 +209,17 @@ def test_scoring_is_streamed_in_chunks(model, tmp_path, monkeypatch):
     assert max(reads) == 64
     # When the first chunk is scored, at most the next one has been taken as well.
     assert seen[0] <= 2 * 64
+
+
+def test_files_astropy_warns_about_are_scored_and_counted(model_file, tmp_path, capsys):
+    folder = _folder(tmp_path / "c", edge=False)
+    padded = folder / "padded.fits"
+    padded.write_bytes((folder / "c0.fits").read_bytes() + b"\0" * 2880)
+    assert _infer("--cutouts", folder, "--model", model_file) == 0
+    captured = capsys.readouterr()
+    assert "1 files read with a warning from astropy" in captured.out
+    assert "padded.fits" in captured.out and "padding" in captured.out
+    assert "Warning" not in captured.err
+    table = Table.read(folder / "infer_results.ecsv")
+    row = table[table["cand_ID"] == "c0"]
+    assert (row["status"] == "scored").all() and row["label1"][0] == row["label1"][1]

@@ -267,6 +267,12 @@ def _report(table, counts, args, ecsv):
         if counts.get(status):
             parts.append(f"{counts[status]} {words}")
     say(", ".join(parts))
+    if "warning" in table.colnames and (table["warning"] != "").any():
+        warned = table[table["warning"] != ""]
+        say(
+            f"{len(warned)} files read with a warning from astropy (column warning of {ecsv}); "
+            f"the first: {printable(warned['filename'][0])}: {warned['warning'][0]}"
+        )
     missed = table[table["status"] != "scored"]
     for row in missed[:5]:
         say(f"  not scored ({row['status']}): {printable(row['filename'])}: {row['reason']}")
