@@ -5,6 +5,7 @@ import gzip
 import io
 import json
 import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -135,6 +136,30 @@ def test_references_name_one_alert_of_a_file_of_many(ztf_alerts):
     with pytest.raises(CutoutError, match="choose channels among SCI, REF, DIFF"):
         read_cutout(alerts.make_reference(FINK, first[1]), channels="UNCERT")
     assert alerts.split_reference("a#b.fits") == ("a#b.fits", None)
+
+
+@pytest.mark.parametrize(
+    ("codec", "sync_interval"), [("null", 16000), ("null", 10**8), ("deflate", 10**8)]
+)
+def test_containers_of_many_ztf_packets(ztf_alerts, tmp_path, codec, sync_interval):
+    # One record per block (brokers' files: cutouts found from the block's end), all in
+    # one block (decoded in full), deflate-compressed blocks: the same candidates.
+    path = ztf_alerts / "472263571115115000.avro"
+    with open(path, "rb") as handle:
+        reader = fastavro.reader(handle)
+        record, schema = next(reader), reader.writer_schema
+    records = [dict(record, candid=record["candid"] + i) for i in range(4)]
+    container = tmp_path / "night.avro"
+    with open(container, "wb") as handle:
+        fastavro.writer(handle, schema, records, codec=codec, sync_interval=sync_interval)
+    references = list(alerts.iter_references(container))
+    assert references == [alerts.make_reference(container, r["candid"]) for r in records]
+    cube, keywords, _ = load_cutouts(references, channels=CHANNELS)
+    expected, _ = read_cutout(path, channels=CHANNELS)
+    assert cube.shape == (4, 63, 63, 3)
+    for image in cube:
+        np.testing.assert_array_equal(image, expected)
+    assert list(keywords["candid"]) == [str(r["candid"]) for r in records]
 
 
 def test_truncated_and_foreign_files_are_skipped_or_one_clear_error(ztf_alerts, tmp_path):
@@ -302,6 +327,18 @@ def test_convert_a_training_set_of_alert_files(ztf_alerts, tmp_path, capsys):
     said = capsys.readouterr().out
     assert "left out 3 EDGE cutouts, 6 unreadable files" in said
     assert "JPEG image, not FITS" in said
+    # The installed command, as a user runs it.
+    done = subprocess.run(
+        [shutil.which("otrain-convert"), *command, "--cube", "again"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with np.load(tmp_path / "again.npz") as saved:
+        assert saved["cube"].shape == (len(cube), 63, 63, 3)
+        # The datacube keeps each alert's reference as its path.
+        assert sum("#" in str(path) for path in saved["paths"]) == 51
 
 
 # ---------------------------------------------------------------- scoring
