@@ -28,7 +28,7 @@ calibration is added to it (``otrain-export`` does, by default).
 
 import numpy as np
 
-__all__ = ["CALIBRATION_METHODS", "Calibration", "calibrate"]
+__all__ = ["CALIBRATION_METHODS", "Calibration", "calibrate", "fit_calibration"]
 
 #: Calibration methods otrain stores and applies.
 CALIBRATION_METHODS = ("sigmoid", "isotonic")
@@ -114,10 +114,10 @@ class Calibration:
 def calibrate(classifier, X, y, *, method="sigmoid"):
     """Calibrate a fitted classifier on held-out stamps, in place.
 
-    The calibration map is fitted by scikit-learn's ``CalibratedClassifierCV`` on
-    ``FrozenEstimator(classifier)`` (the network is not retrained) and stored as
-    ``classifier.calibration_``, which ``predict_proba`` then applies. A classifier
-    that was calibrated before is re-calibrated from its raw probabilities.
+    The same as ``classifier.calibrate(X, y, method=method)``: the map fitted by
+    :func:`fit_calibration` becomes ``classifier.calibration_``, which
+    ``predict_proba`` then applies. A classifier that was calibrated before is
+    re-calibrated from its raw probabilities.
 
     Parameters
     ----------
@@ -134,6 +134,33 @@ def calibrate(classifier, X, y, *, method="sigmoid"):
     CutoutClassifier
         ``classifier``, with ``calibration_`` set.
     """
+    return classifier.calibrate(X, y, method=method)
+
+
+def fit_calibration(classifier, X, y, *, method="sigmoid"):
+    """Fit a calibration map of a classifier's raw P(real) on held-out stamps.
+
+    The map is fitted by scikit-learn's ``CalibratedClassifierCV`` on
+    ``FrozenEstimator(classifier)`` (the network is not retrained), from the
+    network's own probabilities (any calibration the classifier has is left out).
+    The classifier is not changed: ``CutoutClassifier.calibrate`` keeps the map.
+
+    Parameters
+    ----------
+    classifier : CutoutClassifier
+        Fitted (or loaded).
+    X : array-like of shape (n, H, W, C)
+        Stamps the network was NOT trained on (e.g. the validation set).
+    y : array-like of shape (n,)
+        1 real, 0 bogus.
+    method : {"sigmoid", "isotonic"}, default "sigmoid"
+
+    Returns
+    -------
+    Calibration
+    """
+    import copy
+
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
 
@@ -150,13 +177,13 @@ def calibrate(classifier, X, y, *, method="sigmoid"):
         raise ValueError(
             f"calibration needs real and bogus stamps; y holds {len(np.unique(y))} class(es)"
         )
-    classifier.calibration_ = None
-    calibrated = CalibratedClassifierCV(FrozenEstimator(classifier), method=method).fit(X, y)
+    raw = copy.copy(classifier)
+    raw.calibration_ = None
+    calibrated = CalibratedClassifierCV(FrozenEstimator(raw), method=method).fit(X, y)
     (fitted,) = calibrated.calibrated_classifiers_
     (mapping,) = fitted.calibrators
     if method == "sigmoid":
         params = {"a": float(mapping.a_), "b": float(mapping.b_)}
     else:
         params = {"x": mapping.X_thresholds_.tolist(), "y": mapping.y_thresholds_.tolist()}
-    classifier.calibration_ = Calibration(method, params)
-    return classifier
+    return Calibration(method, params)

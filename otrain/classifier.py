@@ -1,12 +1,28 @@
 """The real/bogus classifier: a scikeras ``KerasClassifier`` for cutout stamps."""
 
+import inspect
+import math
 import weakref
+from collections import defaultdict
 
+import keras
 import numpy as np
+from scikeras.utils import metric_name
 from scikeras.wrappers import KerasClassifier
 from sklearn.model_selection import train_test_split
 from sklearn.utils import ClassifierTags
 
+from ._validation import (
+    check_choice,
+    check_fraction,
+    check_int,
+    check_network,
+    check_positive,
+    check_threshold,
+    check_unknown_parameters,
+    seed_sequence,
+    spawn_seeds,
+)
 from .exceptions import CutoutError, NotFittedError
 from .networks import NETWORKS, NORMALISATIONS, build_model
 
@@ -58,9 +74,12 @@ class CutoutClassifier(KerasClassifier):
     class_weight : "balanced", dict or None, default "balanced"
         Weights of the classes in the loss: ``"balanced"`` makes both classes count
         equally however imbalanced the set.
-    random_state : int, optional
-        Seed of weights, shuffling, augmentation, dropout and the validation split:
-        the same seed gives the same probabilities on a CPU.
+    random_state : int, numpy RandomState or Generator, optional
+        Seed of the weights, shuffling, augmentation, dropout and the validation
+        split, each drawn as its own seed from this one (process-wide random state is
+        never read or changed): the same int gives the same probabilities on a CPU,
+        in any order of fits, in threads and on Dask workers. A ``RandomState`` or
+        ``Generator`` is drawn from at each fit; None draws fresh seeds.
     verbose : int, default 0
         Keras' verbosity during fit.
     optimizer : str or keras optimizer class, default "adam"
@@ -83,15 +102,31 @@ class CutoutClassifier(KerasClassifier):
         ``[0, 1]``: bogus, real.
     history_ : dict
         Per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``.
+    stamp_shape_ : tuple of int
+        (H, W, C) of the stamps the network takes.
+    n_features_in_ : int
+        H x W x C, the number of values of one stamp (what a flattened table would
+        have); use ``stamp_shape_`` for the shape.
     channels_ : tuple of str or None
-        Channel names of the stamps, when known (set by
-        :func:`otrain.model_files.load_model` and ``save_model``).
+        Channel names of the stamps, when known (``fit(..., channels=...)``, or a
+        model file).
     calibration_ : otrain.calibration.Calibration or None
         Calibration map of P(real) applied by ``predict_proba``; set by
         :meth:`calibrate` or loaded from a model file.
     threshold_ : float or None
         Decision threshold used by ``predict`` (called real when P(real) >=
-        ``threshold_``; 0.5 when None); loaded from a model file.
+        ``threshold_``; 0.5 when None); set by :meth:`set_threshold` or loaded from a
+        model file.
+    bfloat16_check_ : dict or None
+        How far bfloat16 scoring moved P(real) on validation stamps
+        (:meth:`check_bfloat16`); ``precision="auto"`` scoring reads it.
+    model_file_record_ : dict or None
+        The ``otrain`` record of the model file this classifier was loaded from or
+        saved to.
+
+    Every fit starts from a clean slate: the attributes above that come after the
+    network (calibration, threshold, bfloat16 check, channels, model-file record) are
+    reset by ``fit``, and by ``partial_fit`` except ``channels_``.
 
     Examples
     --------
@@ -156,6 +191,9 @@ class CutoutClassifier(KerasClassifier):
         tags.estimator_type = "classifier"
         tags.classifier_tags = ClassifierTags()
         tags.target_tags.required = True
+        # Stamps (n, H, W, C), or (n, H, W) for one channel; never a 2-D table.
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
         tags.input_tags.allow_nan = True
         tags.non_deterministic = self.random_state is None
         return tags
@@ -163,30 +201,64 @@ class CutoutClassifier(KerasClassifier):
     def __sklearn_is_fitted__(self):
         return self.initialized_
 
+    # -- settings ---------------------------------------------------------------------
+
+    def _check_settings(self):
+        """Validate every hyperparameter, naming the one at fault (scikit-learn style)."""
+        # The named parameters of __init__ (scikeras adds the unknown ones to the list).
+        signature = inspect.signature(type(self).__init__).parameters.values()
+        known = {p.name for p in signature if p.kind is p.KEYWORD_ONLY or p.name == "model"}
+        known |= {"validation_batch_size", "shuffle"}
+        check_unknown_parameters(
+            set(getattr(self, "_user_params", ())),
+            known,
+            type(self).__name__,
+            _ROUTED_PREFIXES,
+        )
+        check_network(self.network, NETWORKS)
+        check_choice(self.normalisation, "normalisation", NORMALISATIONS)
+        if not isinstance(self.augment, bool | np.bool_):
+            raise ValueError(f"augment must be True or False, got {self.augment!r}")
+        check_fraction(self.dropout, "dropout")
+        check_positive(self.learning_rate, "learning_rate")
+        check_int(self.batch_size, "batch_size", low=1)
+        check_int(self.epochs, "epochs", low=1)
+        check_fraction(self.validation_fraction, "validation_fraction")
+        check_int(self.patience, "patience", low=0)
+        check_int(self.verbose, "verbose", low=0)
+        if not (
+            self.class_weight is None
+            or self.class_weight == "balanced"
+            or isinstance(self.class_weight, dict)
+        ):
+            raise ValueError(
+                f"class_weight must be 'balanced', a dict {{class: weight}} or None, "
+                f"got {self.class_weight!r}"
+            )
+        seed_sequence(self.random_state)  # refuses what is not a seed, draws nothing
+
     # -- building ---------------------------------------------------------------------
 
     def _keras_build_fn(self, compile_kwargs):
-        import keras
-
         prebuilt = getattr(self, "_prebuilt_model", None)
         if prebuilt is not None:
             return prebuilt
-        self._check_settings()
         model = build_model(
             self.X_shape_[1:],
             network=self.network,
             normalisation=self.normalisation,
             augment=self.augment,
             dropout=self.dropout,
+            seed=self._seeds()["weights"],
         )
         model.compile(
-            optimizer=self._optimizer(keras),
+            optimizer=self._optimizer(),
             loss=self.loss,
             metrics=list(self.metrics or []),
         )
         return model
 
-    def _optimizer(self, keras):
+    def _optimizer(self):
         """A fresh optimizer from ``optimizer`` (a name or a class) at ``learning_rate``."""
         optimizer = self.optimizer
         if isinstance(optimizer, str):
@@ -198,20 +270,21 @@ class CutoutClassifier(KerasClassifier):
             )
         return optimizer(learning_rate=self.learning_rate)
 
-    def _check_settings(self):
-        if self.normalisation not in NORMALISATIONS:
-            raise ValueError(
-                f"normalisation must be one of {', '.join(NORMALISATIONS)}, "
-                f"got {self.normalisation!r}"
-            )
-        if not callable(self.network) and self.network not in NETWORKS:
-            raise ValueError(
-                f"network must be one of {', '.join(NETWORKS)} or a function, got {self.network!r}"
-            )
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction must lie in [0, 1), got {self.validation_fraction}"
-            )
+    def _initialize(self, X, y=None):
+        # scikeras' own seeding (``random_state`` -> process-wide ``random``,
+        # ``np.random``, TensorFlow's global seed and op determinism, the last left on
+        # for good) is bypassed: its ``_random_state`` stays None, and the seeds of
+        # the weights, dropout, augmentation, shuffling and split come from
+        # ``_fit_seeds``, drawn from ``random_state`` alone.
+        self._random_state = None
+        X, y = self._validate_data(X, y, reset=True)
+        self.target_encoder_ = self.target_encoder.fit(y)
+        vars(self).update(**getattr(self.target_encoder_, "get_metadata", dict)())
+        self.feature_encoder_ = self.feature_encoder.fit(X)
+        vars(self).update(**getattr(self.feature_encoder, "get_metadata", dict)())
+        self.model_ = self._build_keras_model()
+        self._initialize_callbacks()
+        return X, y
 
     def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
         # scikeras' own check rejects NaN pixels, which are legal stamps here
@@ -231,7 +304,8 @@ class CutoutClassifier(KerasClassifier):
         if reset:
             self.X_dtype_ = X.dtype
             self.X_shape_ = X.shape
-            self.n_features_in_ = X.shape[1]
+            self.stamp_shape_ = tuple(int(s) for s in X.shape[1:])
+            self.n_features_in_ = math.prod(self.stamp_shape_)
         elif X.shape[1:] != tuple(self.X_shape_[1:]):
             got = "x".join(map(str, X.shape[1:]))
             want = "x".join(map(str, self.X_shape_[1:]))
@@ -243,8 +317,11 @@ class CutoutClassifier(KerasClassifier):
 
     # -- training ---------------------------------------------------------------------
 
-    def fit(self, X, y, sample_weight=None, **kwargs):
+    def fit(self, X, y, sample_weight=None, *, channels=None, **kwargs):
         """Train a new network on stamps ``X`` and labels ``y``.
+
+        Everything a previous fit, :meth:`calibrate`, :meth:`set_threshold`,
+        :meth:`check_bfloat16` or a loaded model file left is reset first.
 
         Parameters
         ----------
@@ -254,6 +331,9 @@ class CutoutClassifier(KerasClassifier):
             1 for real, 0 for bogus.
         sample_weight : array-like of shape (n,), optional
             Weights multiplied with the class weights.
+        channels : sequence of str, optional
+            Names of the C channels (e.g. ``("SCI", "REF", "DIFF")``), kept as
+            ``channels_`` and stored in model files.
         **kwargs
             Passed to ``keras.Model.fit``.
 
@@ -261,34 +341,113 @@ class CutoutClassifier(KerasClassifier):
         -------
         self : CutoutClassifier
         """
-        self._prebuilt_model = None
+        from sklearn.utils.validation import _check_sample_weight, check_array
+
+        self._reset()
+        self._check_settings()
         if y is None:
             raise ValueError("CutoutClassifier requires y to be passed, but the target y is None")
+        X = _as_stamps(X)
+        y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
         if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, dtype=np.float64).copy()
-        return super().fit(X, y, sample_weight=sample_weight, **kwargs)
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, copy=True)
+            if not np.any(sample_weight):
+                raise ValueError(
+                    "sample_weight is zero for every stamp: there is nothing to train on"
+                )
+            # A stamp of weight zero is one left out, before the class weights are
+            # computed too (scikeras drops it only after).
+            kept = sample_weight != 0
+            X, y, sample_weight = X[kept], y[kept], sample_weight[kept]
+        if channels is not None:
+            from ._validation import check_channels
+
+            channels = check_channels(channels)
+            if len(channels) != X.shape[-1]:
+                raise ValueError(
+                    f"channels names {len(channels)} images ({', '.join(channels)}) but the "
+                    f"stamps have {X.shape[-1]} channels"
+                )
+        super().fit(X, y, sample_weight=sample_weight, **kwargs)
+        self.channels_ = channels
+        return self
+
+    def _reset(self):
+        """Forget every fitted attribute (scikit-learn's ``_reset`` pattern)."""
+        self._prebuilt_model = None
+        for name in _FITTED_STATE:
+            setattr(self, name, None)
+
+    def _seeds(self):
+        """Seeds of this fit: the ones drawn by ``_fit``, or new ones outside a fit."""
+        seeds = getattr(self, "_fit_seeds", None)
+        if seeds is None:
+            weights, shuffle, split = spawn_seeds(seed_sequence(self.random_state), 3)
+            seeds = {"weights": weights, "shuffle": shuffle, "split": split}
+        return seeds
+
+    def _fit(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
+        # Weights, shuffling and split each get their own seed, drawn once per call
+        # from random_state; nothing else is read.
+        self._fit_seeds = None
+        self._fit_seeds = self._seeds()
+        # A network trained further no longer matches what was fitted on the old one.
+        for name in ("calibration_", "threshold_", "bfloat16_check_", "model_file_record_"):
+            setattr(self, name, None)
+        try:
+            super()._fit(X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs)
+        finally:
+            del self._fit_seeds
 
     def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
-        import keras
+        from scikeras._utils import route_params
 
         callbacks = list(self._fit_callbacks)
-        if self.validation_fraction > 0 and "validation_data" not in kwargs:
-            split = self._validation_split(X, y, sample_weight)
+        validation_data = kwargs.pop("validation_data", None)
+        if self.validation_fraction > 0 and validation_data is None:
+            split = self._validation_split(X, y, sample_weight, self._fit_seeds["split"])
             if split is not None:
-                X, y, sample_weight, kwargs["validation_data"] = split
+                X, y, sample_weight, validation_data = split
                 callbacks.append(
                     keras.callbacks.EarlyStopping(
                         monitor="val_loss", patience=self.patience, restore_best_weights=True
                     )
                 )
         callbacks.append(keras.callbacks.TerminateOnNaN())
-        saved, self._fit_callbacks = self._fit_callbacks, callbacks
-        try:
-            super()._fit_keras_model(
-                X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs
-            )
-        finally:
-            self._fit_callbacks = saved
+        fit_args = route_params(self.get_params(), destination="fit", pass_filter=self._fit_kwargs)
+        fit_args.update(kwargs)
+        fit_args = {k: v for k, v in fit_args.items() if not k.startswith("callbacks")}
+        for ignored in ("epochs", "initial_epoch", "sample_weight", "validation_split"):
+            fit_args.pop(ignored, None)
+        batch_size = fit_args.pop("batch_size", None) or 32
+        batch_size = len(X) if batch_size == -1 else int(batch_size)
+        fit_args.setdefault("validation_batch_size", batch_size)
+        batches = _Batches(
+            X,
+            y,
+            sample_weight,
+            batch_size,
+            shuffle=fit_args.pop("shuffle", True),
+            seed=self._fit_seeds["shuffle"],
+            first_epoch=initial_epoch,
+        )
+        history = self.model_.fit(
+            batches,
+            epochs=initial_epoch + epochs,
+            initial_epoch=initial_epoch,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            **fit_args,
+        )
+        if not warm_start or not getattr(self, "history_", None) or initial_epoch == 0:
+            self.history_ = defaultdict(list)
+        for key, values in history.history.items():
+            if not (key == "loss" or key.startswith("val_")):
+                try:
+                    key = metric_name(key)
+                except ValueError:
+                    pass
+            self.history_[key] += values
         if not np.all(np.isfinite(self.history_["loss"])):
             raise ValueError(
                 f"training diverged (the loss became NaN at epoch {len(self.history_['loss'])}): "
@@ -296,7 +455,7 @@ class CutoutClassifier(KerasClassifier):
                 f"{self.normalisation!r}) or lower the learning rate ({self.learning_rate})"
             )
 
-    def _validation_split(self, X, y, sample_weight):
+    def _validation_split(self, X, y, sample_weight, seed):
         if np.ndim(y) > 1 and np.shape(y)[1] > 1:
             labels = np.asarray(y).reshape(len(y), -1).argmax(axis=1)
         else:
@@ -307,7 +466,6 @@ class CutoutClassifier(KerasClassifier):
         if n_valid < len(counts) or np.min(counts) < 2 or len(labels) - n_valid < len(counts):
             return None
         index = np.arange(len(labels))
-        seed = self._random_state if isinstance(self._random_state, int | np.integer) else None
         train, valid = train_test_split(
             index, test_size=n_valid, stratify=labels, random_state=seed
         )
@@ -321,14 +479,98 @@ class CutoutClassifier(KerasClassifier):
         )
         return X[train], y[train], sw_train, valid_data
 
-    # -- prediction -------------------------------------------------------------------
+    def score(self, X, y, sample_weight=None):
+        """Accuracy of ``predict(X)`` against ``y`` (scikit-learn's classifier score).
 
-    def _predict_raw(self, X, **kwargs):
+        Parameters
+        ----------
+        X : array-like of shape (n, H, W, C)
+        y : array-like of shape (n,)
+        sample_weight : array-like of shape (n,), optional
+
+        Returns
+        -------
+        float
+        """
+        self._check_fitted()
+        from sklearn.metrics import accuracy_score
+
+        return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
+
+    def _check_fitted(self):
         if not self.initialized_:
             raise NotFittedError(
                 "this CutoutClassifier is not fitted yet: call fit() or load a model file "
                 "with otrain.load_model()"
             )
+
+    # -- what is fitted after the network ------------------------------------------------
+
+    def set_threshold(self, threshold):
+        """Set the decision threshold of :meth:`predict` (``threshold_``).
+
+        Parameters
+        ----------
+        threshold : float or None
+            P(real) at or above which a candidate is called real, in [0, 1] (see
+            :func:`otrain.thresholds.choose_threshold`); None for 0.5.
+
+        Returns
+        -------
+        self : CutoutClassifier
+        """
+        self._check_fitted()
+        self.threshold_ = None if threshold is None else check_threshold(threshold)
+        return self
+
+    def check_bfloat16(self, X, *, tolerance=None):
+        """Measure how far bfloat16 scoring moves P(real) on ``X`` (``bfloat16_check_``).
+
+        See :func:`otrain.precision.check_bfloat16`; the result is kept as
+        ``bfloat16_check_`` and stored in model files, where
+        ``precision="auto"`` scoring reads it.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, H, W, C)
+            Validation stamps (not the training ones).
+        tolerance : float, optional
+            Largest change of P(real) accepted (default
+            :data:`otrain.precision.TOLERANCE`).
+
+        Returns
+        -------
+        dict
+            ``max_difference``, ``n_stamps``, ``tolerance``, ``passed``.
+        """
+        from .precision import TOLERANCE, check_bfloat16
+
+        self._check_fitted()
+        check = check_bfloat16(self, X, tolerance=TOLERANCE if tolerance is None else tolerance)
+        self.bfloat16_check_ = check
+        return check
+
+    def _restore(self, *, channels, record, calibration):
+        """State read from a model file (see :func:`otrain.model_files.load_model`)."""
+        self.channels_ = tuple(channels)
+        self.model_file_record_ = record
+        self.threshold_ = record.get("threshold")
+        check = record.get("bfloat16_check")
+        self.bfloat16_check_ = (
+            check if isinstance(check, dict) and "max_difference" in check else None
+        )
+        self.calibration_ = calibration
+
+    def _saved_as(self, *, channels, record):
+        """State after :func:`otrain.model_files.save_model` wrote ``record``."""
+        self.channels_ = tuple(channels)
+        self.model_file_record_ = record
+        self.threshold_ = record.get("threshold")
+
+    # -- prediction -------------------------------------------------------------------
+
+    def _predict_raw(self, X, **kwargs):
+        self._check_fitted()
         if kwargs:
             kwargs.setdefault("batch_size", _PREDICT_BATCH_SIZE)
             return super()._predict_raw(X, **kwargs)
@@ -412,9 +654,14 @@ class CutoutClassifier(KerasClassifier):
         self : CutoutClassifier
             With ``calibration_`` set; ``predict_proba`` applies it.
         """
-        from .calibration import calibrate
+        from .calibration import CALIBRATION_METHODS, fit_calibration
 
-        return calibrate(self, X, y, method=method)
+        check_choice(method, "method", CALIBRATION_METHODS)
+        self._check_fitted()
+        # The map is fitted on the network's own probabilities, never on an older map's.
+        self.calibration_ = None
+        self.calibration_ = fit_calibration(self, X, y, method=method)
+        return self
 
     def predict_proba_mc(self, X, n_samples=30, *, random_state=None, batch_size=None):
         """Monte-Carlo dropout: mean and spread of the probabilities over dropout draws.
@@ -449,11 +696,7 @@ class CutoutClassifier(KerasClassifier):
         ValueError
             If the network has no dropout layer (every draw would be the same).
         """
-        if not self.initialized_:
-            raise NotFittedError(
-                "this CutoutClassifier is not fitted yet: call fit() or load a model file "
-                "with otrain.load_model()"
-            )
+        self._check_fitted()
         n_samples = int(n_samples)
         if n_samples < 2:
             raise ValueError(f"n_samples must be at least 2, got {n_samples}")
@@ -475,6 +718,56 @@ class CutoutClassifier(KerasClassifier):
         state = dict(state)
         state.pop("_prebuilt_model", None)
         return state
+
+
+# Attributes fitted after the network, reset by every fit.
+_FITTED_STATE = (
+    "calibration_",
+    "threshold_",
+    "bfloat16_check_",
+    "channels_",
+    "model_file_record_",
+)
+
+# scikeras routes parameters named `fit__...`, `predict__...` and `callbacks__...` to
+# keras.Model.fit, keras.Model.predict and the callbacks; nothing else is routed here
+# (the network is built by otrain, compiled with optimizer/loss/learning_rate).
+_ROUTED_PREFIXES = ("fit__", "predict__", "callbacks__")
+
+
+class _Batches(keras.utils.PyDataset):
+    """Training batches in an order drawn from otrain's own seed, epoch after epoch.
+
+    Keras shuffles arrays with TensorFlow's global random state, which otrain never
+    sets; here epoch ``e`` is ordered by ``numpy.random.default_rng([seed, e])``, so
+    the same seed gives the same batches in any process, thread or order of fits.
+    """
+
+    def __init__(self, X, y, sample_weight, batch_size, *, shuffle, seed, first_epoch):
+        super().__init__()
+        self._arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
+        self._batch_size = batch_size
+        self._shuffle = bool(shuffle)
+        self._seed = seed
+        self._epoch = int(first_epoch)
+        self._order = self._permutation()
+
+    def _permutation(self):
+        n = len(self._arrays[0])
+        if not self._shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self._seed, self._epoch]).permutation(n)
+
+    def __len__(self):
+        return math.ceil(len(self._order) / self._batch_size)
+
+    def __getitem__(self, index):
+        take = np.sort(self._order[index * self._batch_size : (index + 1) * self._batch_size])
+        return tuple(array[take] for array in self._arrays)
+
+    def on_epoch_end(self):
+        self._epoch += 1
+        self._order = self._permutation()
 
 
 # One inference function per Keras model, traced once for any number of stamps.
@@ -566,6 +859,11 @@ def _as_stamps(X):
             "CutoutClassifier takes numeric stamps of shape (n, H, W, C); to start from "
             "file paths, put a CutoutLoader before it in a pipeline"
         ) from err
+    if X.ndim >= 1 and X.shape[0] == 0:
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is "
+            "required by CutoutClassifier."
+        )
     if X.ndim == 3:
         X = X[..., np.newaxis]
     if X.ndim != 4:

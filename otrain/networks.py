@@ -19,10 +19,18 @@ Built-in networks (``network=`` of :class:`otrain.CutoutClassifier`):
 
 A user network is a function ``build(inputs, *, dropout)`` taking the Keras tensor
 of normalised stamps and returning a tensor of features; otrain adds the output
-layer. Give a module-level function (not a lambda) so the classifier pickles.
+layer. Give a module-level function (not a lambda) so the classifier pickles. A
+function that also takes ``seed`` (an int) should seed its layers from it, as the
+built-in networks do (:class:`LayerSeeds`); one that does not is built with Keras'
+default seeds, then its random weights and seed generators are drawn anew from the
+classifier's seed (:func:`reseed_model`), so the same ``random_state`` still gives
+the same model.
 """
 
+import inspect
+
 import keras
+import numpy as np
 from keras import layers, ops
 
 __all__ = [
@@ -33,6 +41,8 @@ __all__ = [
     "otrain_network",
     "vgg6_network",
     "build_model",
+    "LayerSeeds",
+    "reseed_model",
 ]
 
 #: Per-stamp normalisations, applied to each channel of each stamp.
@@ -150,7 +160,7 @@ class RandomDihedral(layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
-def otrain_network(inputs, *, dropout=0.3):
+def otrain_network(inputs, *, dropout=0.3, seed=None):
     """O'TRAIN's network (Makhlouf et al. 2022), up to its last hidden layer.
 
     Parameters
@@ -159,29 +169,33 @@ def otrain_network(inputs, *, dropout=0.3):
         Normalised stamps.
     dropout : float, default 0.3
         Dropout rate.
+    seed : int, optional
+        Seed of the initial weights and of the dropout draws (each layer gets its
+        own, derived from this one); None leaves them to Keras.
 
     Returns
     -------
     keras tensor
         Features, (batch, 256).
     """
-    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
-    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
+    s = LayerSeeds(seed)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1", **s.weights())(inputs)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2", **s.weights())(x)
     x = layers.AveragePooling2D(2, padding="same")(x)
-    x = layers.Dropout(dropout)(x)
-    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv3")(x)
+    x = layers.Dropout(dropout, seed=s.next())(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="conv3", **s.weights())(x)
     x = layers.MaxPooling2D(2, padding="same")(x)
-    x = layers.Dropout(dropout)(x)
-    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="conv4")(x)
-    x = layers.Conv2D(256, 3, padding="same", activation="relu", name="conv5")(x)
+    x = layers.Dropout(dropout, seed=s.next())(x)
+    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="conv4", **s.weights())(x)
+    x = layers.Conv2D(256, 3, padding="same", activation="relu", name="conv5", **s.weights())(x)
     x = layers.MaxPooling2D(2, padding="same")(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(512, activation="relu", name="dense1")(x)
-    x = layers.Dropout(dropout)(x)
-    return layers.Dense(256, activation="relu", name="dense2")(x)
+    x = layers.Dense(512, activation="relu", name="dense1", **s.weights())(x)
+    x = layers.Dropout(dropout, seed=s.next())(x)
+    return layers.Dense(256, activation="relu", name="dense2", **s.weights())(x)
 
 
-def vgg6_network(inputs, *, dropout=0.3):
+def vgg6_network(inputs, *, dropout=0.3, seed=None):
     """A small VGG-like network in the style of ZTF's braai (Duev et al. 2019).
 
     Parameters
@@ -190,23 +204,101 @@ def vgg6_network(inputs, *, dropout=0.3):
         Normalised stamps.
     dropout : float, default 0.3
         Dropout rate.
+    seed : int, optional
+        Seed of the initial weights and of the dropout draws (each layer gets its
+        own, derived from this one); None leaves them to Keras.
 
     Returns
     -------
     keras tensor
         Features, (batch, 256).
     """
-    x = layers.Conv2D(16, 3, activation="relu", name="conv1")(inputs)
-    x = layers.Conv2D(16, 3, activation="relu", name="conv2")(x)
+    s = LayerSeeds(seed)
+    x = layers.Conv2D(16, 3, activation="relu", name="conv1", **s.weights())(inputs)
+    x = layers.Conv2D(16, 3, activation="relu", name="conv2", **s.weights())(x)
     x = layers.MaxPooling2D(2)(x)
-    x = layers.Dropout(dropout)(x)
-    x = layers.Conv2D(32, 3, activation="relu", name="conv3")(x)
-    x = layers.Conv2D(32, 3, activation="relu", name="conv4")(x)
+    x = layers.Dropout(dropout, seed=s.next())(x)
+    x = layers.Conv2D(32, 3, activation="relu", name="conv3", **s.weights())(x)
+    x = layers.Conv2D(32, 3, activation="relu", name="conv4", **s.weights())(x)
     x = layers.MaxPooling2D(4, padding="same")(x)
-    x = layers.Dropout(dropout)(x)
+    x = layers.Dropout(dropout, seed=s.next())(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(256, activation="relu", name="dense1")(x)
-    return layers.Dropout(dropout)(x)
+    x = layers.Dense(256, activation="relu", name="dense1", **s.weights())(x)
+    return layers.Dropout(dropout, seed=s.next())(x)
+
+
+class LayerSeeds:
+    """Seeds for the layers of one network, one after another, from one seed.
+
+    Keras draws the seed of a layer built without one from Python's process-wide
+    ``random`` stream; otrain's networks take theirs from here instead, so that a
+    network depends on its seed alone.
+
+    Parameters
+    ----------
+    seed : int or None
+        None: every method returns None or nothing (Keras' own defaults).
+    """
+
+    def __init__(self, seed):
+        self._sequence = None if seed is None else np.random.SeedSequence(int(seed))
+        self._count = 0
+
+    def next(self):
+        """The next seed (an int below 2**31), or None."""
+        if self._sequence is None:
+            return None
+        self._count += 1
+        state = np.random.SeedSequence(self._sequence.entropy, spawn_key=(self._count,))
+        return int(state.generate_state(1)[0] % (2**31 - 1))
+
+    def weights(self):
+        """``kernel_initializer`` for a Conv2D or Dense layer: Glorot uniform, seeded."""
+        seed = self.next()
+        if seed is None:
+            return {}
+        return {"kernel_initializer": keras.initializers.GlorotUniform(seed=seed)}
+
+
+def reseed_model(model, seed):
+    """Draw every random initial weight and every seed generator of ``model`` anew.
+
+    For user networks, whose layers were built with Keras' default seeds: each
+    randomly initialised weight (``kernel``, ``recurrent_kernel``, ``embeddings``...)
+    is redrawn by its own initializer with a seed derived from ``seed``, and each
+    layer's seed generator (dropout, noise, augmentation) restarts from one. Weights
+    of constant initializers (biases, batch-normalisation terms) are left as they are.
+
+    Parameters
+    ----------
+    model : keras.Model
+    seed : int
+    """
+    seeds = LayerSeeds(seed)
+    for layer in _all_layers(model):
+        for attribute, value in list(vars(layer).items()):
+            if isinstance(value, keras.random.SeedGenerator):
+                value.state.assign(ops.cast([seeds.next(), 0], value.state.dtype))
+            elif (
+                attribute.endswith("_initializer")
+                and isinstance(value, keras.initializers.Initializer)
+                and hasattr(value, "seed")
+            ):
+                variable = getattr(layer, attribute[: -len("_initializer")], None)
+                if isinstance(variable, keras.Variable):
+                    config = {**value.get_config(), "seed": seeds.next()}
+                    initializer = type(value).from_config(config)
+                    variable.assign(initializer(variable.shape, dtype=variable.dtype))
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+        cell = getattr(layer, "cell", None)
+        if isinstance(cell, layers.Layer):
+            yield cell
 
 
 #: Built-in networks by name.
@@ -214,18 +306,14 @@ NETWORKS = {"otrain": otrain_network, "vgg6": vgg6_network}
 
 
 def _network_function(network):
-    if callable(network):
-        return network
-    if network not in NETWORKS:
-        raise ValueError(
-            f"network must be one of {', '.join(NETWORKS)} or a function "
-            f"build(inputs, *, dropout) -> features, got {network!r}"
-        )
-    return NETWORKS[network]
+    from ._validation import check_network
+
+    network = check_network(network, NETWORKS)
+    return NETWORKS[network] if isinstance(network, str) else network
 
 
 def build_model(
-    input_shape, *, network="otrain", normalisation="robust", augment=True, dropout=0.3
+    input_shape, *, network="otrain", normalisation="robust", augment=True, dropout=0.3, seed=None
 ):
     """Build an uncompiled Keras model: normalisation, augmentation, network, softmax.
 
@@ -241,6 +329,12 @@ def build_model(
         Add the :class:`RandomDihedral` layer (active in training only).
     dropout : float, default 0.3
         Dropout rate of the network.
+    seed : int, optional
+        Seed of the initial weights, the dropout and the augmentation: the same seed
+        builds the same model, whatever else the process draws. A user network that
+        takes no ``seed`` keyword is built as it is, then its random weights and seed
+        generators are drawn anew from this seed (:func:`reseed_model`). None leaves
+        the seeds to Keras.
 
     Returns
     -------
@@ -248,11 +342,22 @@ def build_model(
         Output: (batch, 2) softmax probabilities [bogus, real].
     """
     build = _network_function(network)
+    seeds = LayerSeeds(seed)
     inputs = keras.Input(shape=tuple(int(s) for s in input_shape), name="stamps")
     x = StampNormalisation(normalisation, name="normalisation")(inputs)
     if augment:
-        x = RandomDihedral(name="augmentation")(x)
-    features = build(x, dropout=dropout)
-    outputs = layers.Dense(2, activation="softmax", name="probabilities")(features)
+        x = RandomDihedral(seed=seeds.next(), name="augmentation")(x)
+    takes_seed = "seed" in inspect.signature(build).parameters
+    network_seed = seeds.next()
+    if takes_seed:
+        features = build(x, dropout=dropout, seed=network_seed)
+    else:
+        features = build(x, dropout=dropout)
+    outputs = layers.Dense(2, activation="softmax", name="probabilities", **seeds.weights())(
+        features
+    )
     name = network if isinstance(network, str) else getattr(network, "__name__", "custom")
-    return keras.Model(inputs, outputs, name=f"otrain_{name}")
+    model = keras.Model(inputs, outputs, name=f"otrain_{name}")
+    if seed is not None and not takes_seed:
+        reseed_model(model, network_seed)
+    return model

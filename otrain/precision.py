@@ -155,8 +155,9 @@ def check_bfloat16(classifier, X, *, tolerance=TOLERANCE):
     -------
     dict
         ``max_difference`` (of P(real), calibrated if the classifier is),
-        ``n_stamps``, ``tolerance`` and ``passed``; also set as the classifier's
-        ``bfloat16_check_``, which :func:`otrain.model_files.save_model` stores.
+        ``n_stamps``, ``tolerance`` and ``passed``. The classifier is not changed:
+        ``CutoutClassifier.check_bfloat16`` keeps the result as ``bfloat16_check_``,
+        which :func:`otrain.model_files.save_model` stores.
     """
     X = np.asarray(X, dtype=np.float32)
     if len(X) == 0:
@@ -170,7 +171,6 @@ def check_bfloat16(classifier, X, *, tolerance=TOLERANCE):
         "tolerance": float(tolerance),
         "passed": bool(difference <= tolerance),
     }
-    classifier.bfloat16_check_ = check
     return check
 
 

@@ -68,9 +68,7 @@ def train_on_cube(cube, classifier):
     CutoutClassifier
         Fitted, with ``channels_`` set from the cube.
     """
-    classifier.fit(cube.cube, cube.labels)
-    classifier.channels_ = tuple(cube.channels)
-    return classifier
+    return classifier.fit(cube.cube, cube.labels, channels=cube.channels)
 
 
 def model_output_paths(model_path, model_name, *, suffix=".h5", overwrite=False):

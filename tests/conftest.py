@@ -16,8 +16,21 @@ ZTF = SHARED / "ztf-sample"
 BRAAI = SHARED / "legacy-models" / "braai_d6_m9.h5"
 
 
-def tiny_network(inputs, *, dropout=0.3):
+def tiny_network(inputs, *, dropout=0.3, seed=None):
     """A few-filter network for plumbing tests (module-level so it pickles)."""
+    import keras
+
+    from otrain.networks import LayerSeeds
+
+    seeds = LayerSeeds(seed)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv_tiny", **seeds.weights())(inputs)
+    x = keras.layers.MaxPooling2D(4)(x)
+    x = keras.layers.Flatten()(x)
+    return keras.layers.Dropout(dropout, seed=seeds.next())(x)
+
+
+def tiny_network_without_seed(inputs, *, dropout=0.3):
+    """The same, as a user writes it without seeds (otrain reseeds it after the build)."""
     import keras
 
     x = keras.layers.Conv2D(4, 3, activation="relu", name="conv_tiny")(inputs)

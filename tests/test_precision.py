@@ -39,7 +39,11 @@ def test_bfloat16_model_computes_in_bfloat16_except_normalisation_and_output(fit
 
 def test_check_is_stored_in_the_model_file(fitted, stamps, tmp_path):
     X, _ = stamps
-    check = prec.check_bfloat16(fitted, X[:50])
+    # The function measures; the classifier's method keeps what it measured.
+    measured = prec.check_bfloat16(fitted, X[:50])
+    assert getattr(fitted, "bfloat16_check_", None) is None
+    check = fitted.check_bfloat16(X[:50])
+    assert check == measured
     assert check["n_stamps"] == 50 and check["tolerance"] == prec.TOLERANCE
     assert 0 <= check["max_difference"] < 0.05
     assert check["passed"] is (check["max_difference"] <= 0.01)

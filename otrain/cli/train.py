@@ -168,9 +168,7 @@ def _train(args):
 
 def _check_bfloat16(classifier, valid):
     """Store how far bfloat16 scoring moves P(real) on the validation cutouts."""
-    from ..precision import check_bfloat16
-
-    check = check_bfloat16(classifier, valid.cube)
+    check = classifier.check_bfloat16(valid.cube)
     verdict = (
         "otrain-infer will score in bfloat16 where the CPU has it"
         if check["passed"]

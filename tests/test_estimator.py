@@ -1,0 +1,285 @@
+"""CutoutClassifier as a scikit-learn estimator: its own randomness, its fitted state,
+its parameter checks, and the contracts of scikit-learn's 2-D checks, on stamps."""
+
+import random
+import threading
+
+import joblib
+import numpy as np
+import pytest
+from conftest import tiny_network, tiny_network_without_seed
+from sklearn.base import clone
+
+from otrain import CutoutClassifier, NotFittedError
+
+
+def _small(stamps, n=60):
+    X, y = stamps
+    return X[:n], y[:n]
+
+
+def _p(classifier, X):
+    return classifier.predict_proba(X)[:, 1]
+
+
+def _clf(**params):
+    return CutoutClassifier(network=tiny_network, epochs=2, **params)
+
+
+# -- randomness ------------------------------------------------------------------------
+
+
+def test_seeded_fit_then_unseeded_fit(stamps):
+    X, y = _small(stamps)
+    _clf(random_state=0).fit(X, y)
+    # scikeras left TensorFlow's op determinism on: this raised "Random ops require a seed".
+    unseeded = _clf().fit(X, y)
+    assert np.all(np.isfinite(_p(unseeded, X)))
+
+
+def test_process_wide_random_state_is_neither_read_nor_changed(stamps):
+    import tensorflow as tf
+    from tensorflow.python.framework import config
+
+    X, y = _small(stamps)
+    random.seed(11)
+    np.random.seed(11)  # noqa: NPY002 - the process-wide stream is what is tested
+    python_state, numpy_state = random.getstate(), np.random.get_state()  # noqa: NPY002
+    first = _p(_clf(random_state=4).fit(X, y), X)
+    assert random.getstate() == python_state
+    assert np.array_equal(np.random.get_state()[1], numpy_state[1])  # noqa: NPY002
+    assert not config.is_op_determinism_enabled()
+    # Other draws from the process-wide streams do not change the model.
+    random.random()
+    np.random.random(5)  # noqa: NPY002
+    tf.random.set_seed(123)
+    try:
+        again = _p(_clf(random_state=4).fit(X, y), X)
+    finally:
+        tf.random.set_seed(None)
+    np.testing.assert_array_equal(first, again)
+
+
+def test_user_network_without_seed_is_reseeded(stamps):
+    X, y = _small(stamps)
+
+    def fit():
+        clf = CutoutClassifier(network=tiny_network_without_seed, epochs=2, random_state=6)
+        return _p(clf.fit(X, y), X)
+
+    first = fit()
+    random.random()  # Keras draws unseeded layers' seeds from this stream
+    np.testing.assert_array_equal(fit(), first)
+
+
+def test_random_state_kinds(stamps):
+    X, y = _small(stamps)
+    by_int = _p(_clf(random_state=5).fit(X, y), X)
+    rs1 = _p(_clf(random_state=np.random.RandomState(1)).fit(X, y), X)
+    rs1_again = _p(_clf(random_state=np.random.RandomState(1)).fit(X, y), X)
+    rs2 = _p(_clf(random_state=np.random.RandomState(2)).fit(X, y), X)
+    gen = _p(_clf(random_state=np.random.default_rng(1)).fit(X, y), X)
+    np.testing.assert_array_equal(rs1, rs1_again)
+    # Every RandomState gave the model of seed 0 (scikeras drew randint(low=1)).
+    assert not np.allclose(rs1, rs2)
+    assert not np.allclose(rs1, by_int)
+    assert np.all(np.isfinite(gen))
+    with pytest.raises(ValueError, match="random_state must be None, an int"):
+        _clf(random_state="seven").fit(X, y)
+
+
+def test_same_seed_same_model_in_threads(stamps):
+    X, y = _small(stamps)
+    alone = _p(_clf(random_state=8).fit(X, y), X)
+    results = [None, None]
+
+    def fit(i):
+        results[i] = _p(_clf(random_state=8).fit(X, y), X)
+
+    threads = [threading.Thread(target=fit, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    np.testing.assert_allclose(results[0], alone, atol=1e-6)
+    np.testing.assert_allclose(results[1], alone, atol=1e-6)
+
+
+def test_builtin_network_is_seeded_without_python_random(stamps):
+    X, y = _small(stamps, 40)
+    state = random.getstate()
+    a = CutoutClassifier(network="vgg6", epochs=1, random_state=2).fit(X, y)
+    # Layer seeds came from Python's `random` stream (and advanced it).
+    assert random.getstate() == state
+    b = CutoutClassifier(network="vgg6", epochs=1, random_state=2).fit(X, y)
+    np.testing.assert_array_equal(_p(a, X), _p(b, X))
+
+
+# -- fitted state ------------------------------------------------------------------------
+
+
+def test_fit_resets_everything_a_previous_fit_left(stamps, tmp_path):
+    from otrain.model_files import load_model, save_model
+
+    X, y = _small(stamps)
+    clf = _clf(random_state=0).fit(X, y, channels=["diff"])
+    assert clf.channels_ == ("DIFF",)
+    clf.calibrate(X, y)
+    clf.set_threshold(0.3)
+    clf.check_bfloat16(X[:10])
+    save_model(clf, tmp_path / "a.keras")
+    assert clf.model_file_record_["threshold"] == 0.3
+    clf.fit(X, y)
+    for name in (
+        "calibration_",
+        "threshold_",
+        "bfloat16_check_",
+        "channels_",
+        "model_file_record_",
+    ):
+        assert getattr(clf, name) is None, name
+    save_model(clf, tmp_path / "b.keras")
+    record = load_model(tmp_path / "b.keras").model_file_record_
+    assert "calibration" not in record and "threshold" not in record
+    loaded = load_model(tmp_path / "a.keras")
+    assert loaded.threshold_ == 0.3 and loaded.calibration_ is not None
+    loaded.fit(X, y)
+    assert loaded.threshold_ is None and loaded.calibration_ is None
+
+
+def test_stamp_shape_and_n_features_in(stamps):
+    X, y = _small(stamps)
+    clf = _clf(random_state=0).fit(X, y)
+    assert clf.stamp_shape_ == (32, 32, 1)
+    assert clf.n_features_in_ == 32 * 32
+
+
+def test_set_threshold_is_checked(stamps):
+    X, y = _small(stamps)
+    with pytest.raises(NotFittedError):
+        _clf().set_threshold(0.5)
+    clf = _clf(random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="threshold must be a number between 0 and 1"):
+        clf.set_threshold(1.5)
+    np.testing.assert_array_equal(clf.set_threshold(0.0).predict(X), np.ones(len(X)))
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+def test_misspelled_parameter_names_the_close_match(stamps):
+    X, y = _small(stamps)
+    with pytest.raises(ValueError, match=r"unknown parameter 'epoch'; did you mean 'epochs'"):
+        CutoutClassifier(network=tiny_network, epoch=1).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
+        ({"dropout": -0.1}, r"dropout must lie in \[0, 1\)"),
+        ({"learning_rate": 0}, "learning_rate must be a positive number"),
+        ({"validation_fraction": 1}, r"validation_fraction must lie in \[0, 1\)"),
+        ({"patience": -1}, "patience must be at least 0"),
+        ({"epochs": 2.5}, "epochs must be a whole number"),
+        ({"normalisation": "robustt"}, "did you mean 'robust'"),
+        ({"network": "vgg"}, "did you mean 'vgg6'"),
+        ({"class_weight": "equal"}, "class_weight must be 'balanced'"),
+        ({"augment": "yes"}, "augment must be True or False"),
+    ],
+)
+def test_bad_settings_name_the_parameter(stamps, params, message):
+    X, y = _small(stamps, 20)
+    clf = CutoutClassifier(**{"network": tiny_network, "epochs": 1, **params})
+    with pytest.raises(ValueError, match=message):
+        clf.fit(X, y)
+
+
+def test_score_before_fit_is_not_fitted(stamps):
+    X, y = _small(stamps)
+    with pytest.raises(NotFittedError):
+        _clf().score(X, y)
+
+
+def test_bad_sample_weight_y_and_empty_input(stamps):
+    X, y = _small(stamps)
+    with pytest.raises(ValueError, match=r"sample_weight.shape == \(3,\), expected \(60,\)"):
+        _clf().fit(X, y, sample_weight=[1.0, 2.0, 3.0])
+    y_nan = y.astype(float)
+    y_nan[3] = np.nan
+    with pytest.raises(ValueError, match="y contains NaN"):
+        _clf().fit(X, y_nan)
+    clf = _clf(random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="0 sample"):
+        clf.predict([])
+
+
+def test_tags_say_stamps_not_tables():
+    from sklearn.utils import get_tags
+
+    tags = get_tags(CutoutClassifier())
+    assert tags.input_tags.two_d_array is False
+    assert tags.input_tags.three_d_array is True
+    assert tags.input_tags.allow_nan is True
+    assert tags.estimator_type == "classifier"
+
+
+# -- the contracts of scikit-learn's 2-D checks, on stamps -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted_pair(stamps):
+    X, y = _small(stamps)
+    return _clf(random_state=3).fit(X, y), X, y
+
+
+def test_fit_is_idempotent(fitted_pair):
+    clf, X, y = fitted_pair
+    before = _p(clf, X)
+    clf2 = clone(clf).fit(X, y)
+    clf2.fit(X, y)
+    np.testing.assert_array_equal(_p(clf2, X), before)
+
+
+def test_predictions_do_not_depend_on_sample_order_or_subsets(fitted_pair):
+    clf, X, _ = fitted_pair
+    whole = _p(clf, X)
+    order = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_allclose(_p(clf, X[order]), whole[order], atol=1e-6)
+    parts = np.concatenate([_p(clf, X[i : i + 7]) for i in range(0, len(X), 7)])
+    np.testing.assert_allclose(parts, whole, atol=1e-6)
+
+
+def test_read_only_memmap_input(fitted_pair, tmp_path):
+    clf, X, y = fitted_pair
+    path = tmp_path / "stamps.npy"
+    np.save(path, X)
+    X_mm = np.load(path, mmap_mode="r")
+    assert not X_mm.flags.writeable
+    fitted = clone(clf).fit(X_mm, y)
+    np.testing.assert_array_equal(_p(fitted, X_mm), _p(clf, X))
+
+
+def test_sample_weight_ones_and_zeros(fitted_pair):
+    clf, X, y = fitted_pair
+    reference = _p(clf, X)
+    ones = _p(clone(clf).fit(X, y, sample_weight=np.ones(len(y))), X)
+    np.testing.assert_array_equal(ones, reference)
+    # Zero weight is the same as leaving the stamp out.
+    weights = np.ones(len(y))
+    weights[:10] = 0
+    zeroed = _p(clone(clf).fit(X, y, sample_weight=weights), X)
+    left_out = _p(clone(clf).fit(X[10:], y[10:]), X)
+    np.testing.assert_array_equal(zeroed, left_out)
+
+
+def test_fit_does_not_change_parameters_or_sample_weight(stamps):
+    X, y = _small(stamps)
+    weights = np.ones(len(y))
+    fixed = _clf(random_state=1)
+    before = joblib.hash(fixed.get_params())
+    fixed.fit(X, y, sample_weight=weights)
+    assert joblib.hash(fixed.get_params()) == before
+    np.testing.assert_array_equal(weights, np.ones(len(y)))
