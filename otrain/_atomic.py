@@ -25,6 +25,7 @@ __all__ = [
     "atomic_output",
     "ensure_folder",
     "check_outputs",
+    "check_folder",
     "printable",
     "remove_stale_temporaries",
 ]
@@ -87,6 +88,33 @@ def remove_stale_temporaries(path):
     return removed
 
 
+def check_folder(folder):
+    """Create ``folder`` if needed and check that a file can be written in it.
+
+    A file is created and removed: the only test that holds for every file system
+    and user, root included (``os.access`` says yes to root on a read-only folder).
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    OutputError
+        Naming the folder and why.
+    """
+    folder = ensure_folder(folder)
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".otrain-write-check."):
+            pass
+    except OSError as err:
+        raise OutputError(
+            f"cannot write to the output folder {folder}: {err.strerror or err}; "
+            "choose a folder you can write to"
+        ) from err
+    return folder
+
+
 def check_outputs(paths, *, replace=True, refuse_hint="give --overwrite to replace it"):
     """Check, before long work, that every output in ``paths`` can be written.
 
@@ -117,15 +145,7 @@ def check_outputs(paths, *, replace=True, refuse_hint="give --overwrite to repla
     """
     paths = [Path(p) for p in paths]
     for folder in dict.fromkeys(p.parent for p in paths):
-        ensure_folder(folder)
-        try:
-            with tempfile.TemporaryFile(dir=folder, prefix=".otrain-write-check."):
-                pass
-        except OSError as err:
-            raise OutputError(
-                f"cannot write to the output folder {folder}: {err.strerror or err}; "
-                "choose a folder you can write to"
-            ) from err
+        check_folder(folder)
     existing = []
     for path in paths:
         remove_stale_temporaries(path)
