@@ -330,7 +330,10 @@ def test_non_loopback_host_needs_the_token(candidates, tmp_path):
         assert _request(server, "GET", f"/api/state?token={token}")[0] == 200
         assert (
             _request(
-                server, "GET", "/api/state", headers={"Cookie": f"otrain_label_token={token}"}
+                server,
+                "GET",
+                "/api/state",
+                headers={"Cookie": f"otrain_label_token_{server.server_address[1]}={token}"},
             )[0]
             == 200
         )

@@ -38,7 +38,8 @@ _STATIC = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-_COOKIE = "otrain_label_token"
+# Cookies are per host, not per port: each server's cookie carries its port.
+_COOKIE = "otrain_label_token_{port}"
 
 
 def is_loopback(host):
@@ -115,7 +116,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _cookie_token(self):
         for part in (self.headers.get("Cookie") or "").split(";"):
             name, _, value = part.strip().partition("=")
-            if name == _COOKIE:
+            if name == _COOKIE.format(port=self.server.server_address[1]):
                 return value
         return ""
 
@@ -144,7 +145,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 headers = []
                 if self.token is not None and "token" in query:
                     headers.append(
-                        ("Set-Cookie", f"{_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/")
+                        (
+                            "Set-Cookie",
+                            f"{_COOKIE.format(port=self.server.server_address[1])}={self.token}; "
+                            "HttpOnly; SameSite=Strict; Path=/",
+                        )
                     )
                 self._send(200, body, kind, headers)
             elif path == "/api/state":

@@ -10,14 +10,15 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..active_learning import STRATEGIES
 from ..exceptions import LabellingError
 from ._render import read_candidate
 from ._store import DECISIONS, candidate_name
 
 __all__ = ["LabellingSession", "ORDERS"]
 
-#: Orders in which the page shows the candidates.
-ORDERS = ("random", "name", "uncertainty", "mc-dropout", "score")
+#: Orders in which the page shows the candidates (the ranking strategies).
+ORDERS = STRATEGIES
 
 
 class LabellingSession:

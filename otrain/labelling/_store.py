@@ -168,8 +168,9 @@ class LabelStore:
     def _append(self, name, label, p_real, user):
         buffer = io.StringIO()
         p_text = "" if p_real is None else f"{float(p_real):.6g}"
+        time = _now()
         csv.writer(buffer, lineterminator="\n").writerow(
-            [name, label, _now(), p_text, user or self.user]
+            [name, label, time, p_text, user or self.user]
         )
         try:
             self._append_raw(buffer.getvalue())
@@ -178,6 +179,7 @@ class LabelStore:
                 f"{self.path}: cannot be written ({err.strerror or err}); nothing was "
                 "filed: free some space or fix the permissions, then press the key again"
             ) from err
+        return time
 
     def destination(self, reference, label):
         """Path of the copy of ``reference`` for ``label`` (None for skip/undo)."""
@@ -219,8 +221,8 @@ class LabelStore:
                 f"{target} exists already and is not a copy of {reference} (an earlier "
                 "batch?); it is never overwritten: rename one of them, then label again"
             )
-        self._append(name, label, p_real, user)
-        self._apply(name, label, _now())
+        time = self._append(name, label, p_real, user)
+        self._apply(name, label, time)
         self._sync(reference, label)
         return name
 
