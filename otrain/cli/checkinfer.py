@@ -24,9 +24,9 @@ EPILOG = (
 )
 
 
-def build_parser():
-    """The argument parser of ``otrain-checkinfer``."""
-    parser = make_parser(PROG, DESCRIPTION, EPILOG)
+def build_parser(prog=PROG):
+    """The argument parser of ``otrain-checkinfer`` (or of its alias ``prog``)."""
+    parser = make_parser(prog, DESCRIPTION, EPILOG)
     parser.add_argument(
         "--plots",
         dest="plots",
