@@ -17,7 +17,7 @@ from ._version import __version__
 # that need it (CutoutClassifier, load_model, save_model).
 _LAZY = {
     "DEFAULT_CHANNELS": "otrain.cutouts",
-    "CutoutLoader": "otrain.cutouts",
+    "CutoutLoader": "otrain.loader",
     "read_cutout": "otrain.cutouts",
     "load_cutouts": "otrain.cutouts",
     "Datacube": "otrain.datacube",
@@ -34,7 +34,8 @@ _LAZY = {
     "save_model": "otrain.model_files",
     # Dask is imported by otrain.cluster's functions, never by the import.
     "score_files_distributed": "otrain.cluster",
-    "ClusterError": "otrain.cluster",
+    "ClusterError": "otrain.exceptions",
+    "CheckInferError": "otrain.exceptions",
 }
 
 __all__ = ["__version__", *_LAZY]

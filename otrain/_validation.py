@@ -13,6 +13,11 @@ import numpy as np
 
 __all__ = []
 
+# Pipelines write these for "unknown" (ZTF writes FWHM = -99).
+_SENTINELS = (-99.0, -999.0, -9999.0, 99.0)
+# Keywords where 99 is a legal value and must not be read as a sentinel.
+_NO_99_SENTINEL = {"ra", "xpos", "ypos"}
+
 # Seeds handed to Keras, TensorFlow and numpy: non-negative and below 2**31, which
 # every one of them takes.
 _SEED_LIMIT = 2**31 - 1
@@ -95,14 +100,14 @@ def check_positive(value, name):
     return number
 
 
-def check_threshold(threshold, name="threshold"):
+def check_threshold(threshold, name="threshold", *, error=ValueError):
     """A decision threshold: a number in [0, 1]."""
     try:
         value = float(threshold)
     except (TypeError, ValueError):
         value = math.nan
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a number between 0 and 1, got {threshold!r}")
+        raise error(f"{name} must be a number between 0 and 1, got {threshold!r}")
     return value
 
 
@@ -155,22 +160,93 @@ def check_channels(channels):
     return channels
 
 
-def check_increasing(values, name, example, low=-math.inf, high=math.inf):
-    """At least two increasing finite numbers within [low, high], as a float array."""
+def check_increasing(values, name, *, low=-math.inf, high=math.inf, example=None, error=ValueError):
+    """Limits of bins: increasing finite numbers strictly between ``low`` and ``high``.
+
+    Returns them as a 1-D float array; one value is enough (two bins).
+    """
     try:
-        array = np.asarray(values, dtype=np.float64).ravel()
+        limits = np.atleast_1d(np.asarray(values, dtype=np.float64))
     except (TypeError, ValueError):
-        array = np.array([np.nan])
-    bounded = np.all((array >= low) & (array <= high)) if array.size else False
+        limits = np.array([np.nan])
     if (
-        array.size < 2
-        or not np.all(np.isfinite(array))
-        or not np.all(np.diff(array) > 0)
-        or not bounded
+        limits.ndim != 1
+        or len(limits) == 0
+        or not np.isfinite(limits).all()
+        or not (np.diff(limits) > 0).all()
+        or limits[0] <= low
+        or limits[-1] >= high
     ):
-        where = "" if (low, high) == (-math.inf, math.inf) else f" within [{low:g}, {high:g}]"
-        raise ValueError(
-            f"{name} must be increasing finite numbers{where}, got "
-            f"{np.ravel(values).tolist() if np.ndim(values) else values!r}; e.g. {example}"
+        if math.isfinite(low) and math.isfinite(high):
+            bounds = f" strictly between {low:g} and {high:g}"
+        elif math.isfinite(low):
+            bounds = f" above {low:g}"
+        else:
+            bounds = ""
+        hint = f"; e.g. {example}" if example else ""
+        raise error(
+            f"{name} must be increasing finite numbers{bounds}, got "
+            f"{list(np.ravel(values)) if np.ndim(values) else values!r}{hint}"
         )
-    return array
+    return limits
+
+
+def check_scores(y_true, p_real):
+    """Validate and convert ``y_true`` (0/1 ints) and ``p_real`` (floats in [0, 1])."""
+    y_true = np.asarray(y_true)
+    p_real = np.asarray(p_real)
+    if y_true.ndim != 1:
+        raise ValueError(f"y_true must be one-dimensional, got shape {y_true.shape}")
+    if p_real.ndim != 1:
+        hint = "; pass the probability of real, e.g. p[:, 1]" if p_real.ndim == 2 else ""
+        raise ValueError(f"p_real must be one-dimensional, got shape {p_real.shape}{hint}")
+    if len(y_true) != len(p_real):
+        raise ValueError(
+            f"y_true and p_real must have the same length, got {len(y_true)} and {len(p_real)}"
+        )
+    if len(y_true) == 0:
+        raise ValueError("y_true and p_real are empty; there is no candidate to evaluate")
+    if y_true.dtype.kind not in "biuf":
+        raise ValueError(f"y_true must hold only 0 (bogus) and 1 (real), got dtype {y_true.dtype}")
+    others = ~np.isin(y_true, (0, 1))
+    if others.any():
+        found = np.unique(y_true[others])[:5].tolist()
+        raise ValueError(f"y_true must hold only 0 (bogus) and 1 (real), found {found}")
+    if p_real.dtype.kind not in "biuf":
+        raise ValueError(f"p_real must hold numbers, got dtype {p_real.dtype}")
+    p_real = p_real.astype(np.float64)
+    bad = ~np.isfinite(p_real) | (p_real < 0.0) | (p_real > 1.0)
+    if bad.any():
+        raise ValueError(
+            f"p_real must hold probabilities between 0 and 1; {int(bad.sum())} values are "
+            f"not (first: {p_real[bad][0]!r} at index {int(np.flatnonzero(bad)[0])})"
+        )
+    return y_true.astype(np.int64), p_real
+
+
+def check_cutout_size(cutout_size):
+    """A centre-crop size: a positive int, or -1/None for the native size."""
+    if cutout_size is None or cutout_size == -1:
+        return
+    if not isinstance(cutout_size, int | np.integer) or cutout_size < 1:
+        raise ValueError(f"cutout_size must be a positive integer or -1, got {cutout_size!r}")
+
+
+def as_float(value, column):
+    """A keyword value as a float; NaN when missing, unparseable or a sentinel.
+
+    ``-99``, ``-999``, ``-9999`` and ``99`` mean "unknown" in O'TRAIN's keywords
+    (``99`` is a valid right ascension and position, so not for those ``column``s).
+    """
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    if not math.isfinite(number):
+        return math.nan
+    sentinels = _SENTINELS[:-1] if column in _NO_99_SENTINEL else _SENTINELS
+    if number in sentinels:
+        return math.nan
+    return number

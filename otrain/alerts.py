@@ -82,6 +82,7 @@ __all__ = [
     "AlertScores",
     "score_alerts",
     "plot_survey_scores",
+    "SURVEY_SCORES",
 ]
 
 #: File name endings read as alert files (any case).
@@ -907,10 +908,10 @@ def candidate_from_alert(alert, channels=("SCI", "REF", "DIFF"), cutout_size=-1,
         If the alert has no such stamp, a stamp is not FITS, or it is not a ZTF or
         Rubin alert.
     """
-    from .cutouts import _check_channels, _check_cutout_size
+    from ._validation import check_channels, check_cutout_size
 
-    channels = _check_channels(channels)
-    _check_cutout_size(cutout_size)
+    channels = check_channels(channels)
+    check_cutout_size(cutout_size)
     alert = _as_alert(alert, where)
     return _candidate(alert, channels, cutout_size, where or alert["id"])
 
@@ -960,10 +961,10 @@ def read_alert(reference, channels=("SCI", "REF", "DIFF"), cutout_size=-1):
     >>> image.shape, keywords["objectId"], keywords["drb"]  # doctest: +SKIP
     ((63, 63, 3), 'ZTF17aaajnnn', 0.98764...)
     """
-    from .cutouts import _check_channels, _check_cutout_size
+    from ._validation import check_channels, check_cutout_size
 
-    channels = _check_channels(channels)
-    _check_cutout_size(cutout_size)
+    channels = check_channels(channels)
+    check_cutout_size(cutout_size)
     return _read_reference(os.fspath(reference), channels, cutout_size)
 
 

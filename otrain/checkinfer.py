@@ -29,12 +29,12 @@ from astropy.table import Table
 
 from . import plots
 from ._atomic import ensure_folder
+from ._validation import check_increasing, check_threshold
 from .diagnostics import magnitude_bins, match_simulated
-from .exceptions import OTrainError
+from .exceptions import CheckInferError
 from .inference import RESULT_NAME
 
 __all__ = [
-    "CheckInferError",
     "CROSSMATCH_NAME",
     "INFER_RESULTS_NAME",
     "PLOT_NAMES",
@@ -62,20 +62,6 @@ PLOT_NAMES = (
 
 _INFER_REQUIRED = ("cand_ID", "label1")
 _CROSSMATCH_REQUIRED = ("closest_candID", "mag")
-
-
-class CheckInferError(OTrainError, ValueError):
-    """A table given to ``otrain-checkinfer`` is missing, unreadable or unusable.
-
-    Attributes
-    ----------
-    path : str or None
-        The file at fault, where there is one.
-    """
-
-    def __init__(self, message, path=None):
-        super().__init__(message)
-        self.path = None if path is None else str(path)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -250,27 +236,6 @@ def _float_column(table, name, source):
 # ------------------------------------------------------------------------- settings
 
 
-def _check_increasing(values, name, example, low=-math.inf, high=math.inf):
-    try:
-        limits = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    except (TypeError, ValueError):
-        limits = np.array([np.nan])
-    if (
-        limits.ndim != 1
-        or len(limits) == 0
-        or not np.isfinite(limits).all()
-        or not (np.diff(limits) > 0).all()
-        or limits[0] <= low
-        or limits[-1] >= high
-    ):
-        where = f" strictly between {low:g} and {high:g}" if math.isfinite(low) else ""
-        raise CheckInferError(
-            f"{name} must be increasing finite numbers{where}, got {list(np.ravel(values))!r};"
-            f" e.g. {example}"
-        )
-    return limits
-
-
 def _check_ratio_bounds(fwhm_ratio):
     try:
         lower, upper = (float(v) for v in fwhm_ratio)
@@ -282,16 +247,6 @@ def _check_ratio_bounds(fwhm_ratio):
             f"0 < lower < upper, got {fwhm_ratio!r}; e.g. 0.5 and 4.2"
         )
     return lower, upper
-
-
-def _check_threshold(threshold):
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not 0 <= value <= 1:
-        raise CheckInferError(f"threshold must be between 0 and 1, got {threshold!r}")
-    return value
 
 
 # ------------------------------------------------------------------------- the check
@@ -436,10 +391,19 @@ def check_inference(
     crossmatch_table = _as_table(crossmatch_table, read_crossmatch)
     infer_source = _source(infer_table, "the inference table")
     crossmatch_source = _source(crossmatch_table, "the crossmatch table")
-    maglim = _check_increasing(maglim, "maglim (--maglim)", "12 18 21")
-    problim = _check_increasing(problim, "problim (--cnn-problim)", "0.1 0.5 0.7", 0.0, 1.0)
+    maglim = check_increasing(
+        maglim, "maglim (--maglim)", example="12 18 21", error=CheckInferError
+    )
+    problim = check_increasing(
+        problim,
+        "problim (--cnn-problim)",
+        low=0.0,
+        high=1.0,
+        example="0.1 0.5 0.7",
+        error=CheckInferError,
+    )
     fwhm_ratio = _check_ratio_bounds(fwhm_ratio)
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold, error=CheckInferError)
     for table, required, source in (
         (infer_table, _INFER_REQUIRED, infer_source),
         (crossmatch_table, _CROSSMATCH_REQUIRED, crossmatch_source),

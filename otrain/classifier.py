@@ -5,13 +5,11 @@ import math
 import weakref
 from collections import defaultdict
 
-import keras
 import numpy as np
-from scikeras.utils import metric_name
-from scikeras.wrappers import KerasClassifier
 from sklearn.model_selection import train_test_split
 from sklearn.utils import ClassifierTags
 
+from ._tensorflow import load_tensorflow
 from ._validation import (
     check_choice,
     check_fraction,
@@ -24,7 +22,14 @@ from ._validation import (
     spawn_seeds,
 )
 from .exceptions import CutoutError, NotFittedError
-from .networks import NETWORKS, NORMALISATIONS, build_model
+
+load_tensorflow()
+
+import keras  # noqa: E402 - after the quiet import of TensorFlow
+from scikeras.utils import metric_name  # noqa: E402
+from scikeras.wrappers import KerasClassifier  # noqa: E402
+
+from .networks import NETWORKS, NORMALISATIONS, build_model  # noqa: E402
 
 __all__ = ["CutoutClassifier"]
 
@@ -779,18 +784,28 @@ def _forward_function(model):
 
     ``keras.Model.predict`` traces its graph again for each new batch size it meets
     (the last, partial batch of every chunk of candidates), a second each time; this
-    function is traced once per model.
+    function is traced once per model. It wraps an object, not a function: TensorFlow
+    counts retracings per function code, and one shared code for the forward passes
+    of many models (a grid search, an ensemble) would be warned about as retracing.
     """
     forward = _FORWARD.get(model)
     if forward is None:
         import tensorflow as tf
 
         spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        forward = tf.function(
-            lambda x: model(x, training=False), input_signature=[spec], autograph=False
-        )
+        forward = tf.function(_Forward(model), input_signature=[spec], autograph=False)
         _FORWARD[model] = forward
     return forward
+
+
+class _Forward:
+    """``model(x, training=False)``, one object per model (see _forward_function)."""
+
+    def __init__(self, model):
+        self._model = weakref.ref(model)
+
+    def __call__(self, x):
+        return self._model()(x, training=False)
 
 
 def _mc_dropout_model(model, random_state):

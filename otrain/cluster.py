@@ -15,9 +15,9 @@ a laptop, a SLURM or PBS allocation through dask-jobqueue, Kubernetes):
   :func:`otrain.dataset_size.dataset_size_curve` does so when given a ``client``;
 - **worker set-up**: :func:`prepare_workers` sizes TensorFlow's thread pools on
   each worker to the worker's own ``nthreads``, so that the processes of a node do
-  not fight over its cores, and keeps trainings there reproducible (the same
-  ``random_state`` trains the same network as locally). :func:`connect` does it
-  for you.
+  not fight over its cores. :func:`connect` does it for you. Trainings need nothing
+  more to be reproducible there: a classifier draws every seed from its own
+  ``random_state``, so the same seed trains the same network on a worker as locally.
 
 One training stays on one worker: the cluster runs many fits at once, never one fit
 faster. Dask is optional (``pip install "otrain[dask]"``) and imported only when a
@@ -27,15 +27,13 @@ under the same paths as the client (a shared file system).
 
 import itertools
 import os
-import random
 import sys
 import threading
 import uuid
 
-from .exceptions import OTrainError
+from .exceptions import ClusterError
 
 __all__ = [
-    "ClusterError",
     "connect",
     "prepare_workers",
     "score_files_distributed",
@@ -58,13 +56,6 @@ THREAD_VARIABLES = (
 _IN_FLIGHT_PER_THREAD = 2
 
 _INSTALL = 'pip install "otrain[dask]"'
-
-
-class ClusterError(OTrainError, RuntimeError):
-    """Dask is missing, or the scheduler or its workers cannot be reached.
-
-    An :class:`otrain.exceptions.OTrainError`: the commands print it as one line.
-    """
 
 
 def _distributed():
@@ -169,7 +160,6 @@ def _worker_plugin():
 
         def setup(self, worker):
             _limit_threads(worker.state.nthreads)
-            _private_random_for_dask()
 
     return OtrainWorker()
 
@@ -194,39 +184,6 @@ def _limit_threads(threads):
         except RuntimeError:
             # TensorFlow already started in this process: nothing more can be done.
             pass
-
-
-class _PrivateRandom(random.Random):
-    """A generator of its own, standing in for the ``random`` module in Dask's modules.
-
-    Module-level names other than methods (``random.Random``, ...) are the module's.
-    """
-
-    def __getattr__(self, name):
-        return getattr(random, name)
-
-
-def _private_random_for_dask():
-    """Give Dask's own sampling a random generator of its own, in this process.
-
-    Keras draws the seed of each new layer from Python's process-wide ``random``
-    stream, which scikit-learn wrappers seed before a fit. A Dask worker's event
-    loop draws from the same stream while a task runs (``dask.sizeof`` samples
-    collections, message compression samples bytes, retries jitter): a training's
-    seeds would then depend on what the worker was doing, and the same
-    ``random_state`` would train another network than a local run. Dask's
-    modules get a private generator instead; their sampling stays as random.
-    """
-    private = _PrivateRandom()
-    for name, module in list(sys.modules.items()):
-        if module is None or name.split(".")[0] not in ("dask", "distributed"):
-            continue
-        for attr, value in list(vars(module).items()):
-            if value is random:
-                setattr(module, attr, private)
-            elif getattr(value, "__self__", None) is random._inst:
-                # ``from random import randint``: a method of the shared generator.
-                setattr(module, attr, getattr(private, value.__name__))
 
 
 def _thread_report(dask_worker):
@@ -411,7 +368,7 @@ def score_files_distributed(
     distributed = _distributed()
     from astropy.table import vstack
 
-    from .diagnostics import _check_threshold
+    from ._validation import check_threshold
 
     if chunk_size is None:
         from .inference import _CHUNK as chunk_size
@@ -427,7 +384,7 @@ def score_files_distributed(
             "give chunk_size, and leave the others out"
         )
     if threshold is not None:
-        threshold = _check_threshold(threshold)
+        threshold = check_threshold(threshold)
     if mc_samples is not None and int(mc_samples) < 2:
         raise ValueError(f"mc_samples must be at least 2, got {mc_samples}")
     options = {

@@ -29,6 +29,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
 
+from ._validation import as_float, check_channels, check_cutout_size
 from .alerts import ALERT_COLUMNS, is_alert_file
 from .alerts import _read_reference as _read_alert
 from .exceptions import CutoutError
@@ -65,10 +66,6 @@ _KEYWORDS = {
 #: Columns of the keyword table, in order (``path`` first).
 KEYWORD_COLUMNS = ("path", *_KEYWORDS)
 
-# Pipelines write these for "unknown" (ZTF writes FWHM = -99).
-_SENTINELS = (-99.0, -999.0, -9999.0, 99.0)
-# Keywords where 99 is a legal value and must not be read as a sentinel.
-_NO_99_SENTINEL = {"ra", "xpos", "ypos"}
 
 
 def _lookup(headers, names):
@@ -77,21 +74,6 @@ def _lookup(headers, names):
             if name in header:
                 return header[name]
     return None
-
-
-def _as_float(value, column):
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        number = float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    if not math.isfinite(number):
-        return math.nan
-    sentinels = _SENTINELS[:-1] if column in _NO_99_SENTINEL else _SENTINELS
-    if number in sentinels:
-        return math.nan
-    return number
 
 
 def _as_bool(value):
@@ -110,7 +92,7 @@ def _parse_keywords(headers, path):
     for column, (names, kind, _unit) in _KEYWORDS.items():
         value = _lookup(headers, names)
         if kind == "float":
-            row[column] = _as_float(value, column)
+            row[column] = as_float(value, column)
         elif kind == "bool":
             row[column] = _as_bool(value)
         else:
@@ -135,24 +117,6 @@ def _centre_crop(image, cutout_size, path):
     top = (height - cutout_size) // 2
     left = (width - cutout_size) // 2
     return image[top : top + cutout_size, left : left + cutout_size]
-
-
-def _check_cutout_size(cutout_size):
-    if cutout_size is None or cutout_size == -1:
-        return
-    if not isinstance(cutout_size, int | np.integer) or cutout_size < 1:
-        raise ValueError(f"cutout_size must be a positive integer or -1, got {cutout_size!r}")
-
-
-def _check_channels(channels):
-    if isinstance(channels, str):
-        channels = tuple(c.strip() for c in channels.split(",") if c.strip())
-    channels = tuple(str(c).upper() for c in channels)
-    if not channels:
-        raise ValueError("channels must name at least one image, e.g. ('DIFF',)")
-    if len(set(channels)) != len(channels):
-        raise ValueError(f"channels must not repeat a name, got {channels}")
-    return channels
 
 
 def read_cutout(path, channels=DEFAULT_CHANNELS, cutout_size=-1):
@@ -194,8 +158,8 @@ def read_cutout(path, channels=DEFAULT_CHANNELS, cutout_size=-1):
     >>> image.shape, keywords["mag"]  # doctest: +SKIP
     ((63, 63, 3), 18.029...)
     """
-    channels = _check_channels(channels)
-    _check_cutout_size(cutout_size)
+    channels = check_channels(channels)
+    check_cutout_size(cutout_size)
     return _read(path, channels, cutout_size)
 
 
@@ -732,8 +696,8 @@ def load_cutouts(
     """
     if on_error not in ("raise", "skip", "skip_unreadable"):
         raise ValueError(f"on_error must be 'raise', 'skip' or 'skip_unreadable', got {on_error!r}")
-    channels = _check_channels(channels)
-    _check_cutout_size(cutout_size)
+    channels = check_channels(channels)
+    check_cutout_size(cutout_size)
     paths = [os.fspath(p) for p in paths]
     skipped = []
     start = 0
@@ -796,10 +760,11 @@ def _effective_jobs(n_jobs, n_files, files_per_worker):
 
 
 def __getattr__(name):
-    # CutoutLoader needs scikit-learn, which otrain-convert should not import (see
-    # otrain._loader): it is served on first use.
+    # CutoutLoader lives in otrain.loader (it needs scikit-learn, which
+    # otrain-convert does not import). Pickles made by otrain 0.1.0 name it
+    # otrain.cutouts.CutoutLoader: that name is served on first use.
     if name == "CutoutLoader":
-        from ._loader import CutoutLoader
+        from .loader import CutoutLoader
 
         globals()[name] = CutoutLoader
         return CutoutLoader

@@ -18,9 +18,10 @@ import numpy as np
 from astropy.table import Table
 
 from ._atomic import atomic_output
+from ._validation import as_float, check_channels
 from ._version import __version__
 from .alerts import ALERT_SUFFIXES, iter_references
-from .cutouts import DEFAULT_CHANNELS, KEYWORD_COLUMNS, _check_channels, load_cutouts
+from .cutouts import DEFAULT_CHANNELS, KEYWORD_COLUMNS, load_cutouts
 from .exceptions import DatacubeError
 
 __all__ = [
@@ -77,6 +78,10 @@ class Datacube:
         Names of the channels of ``cube`` (EXTNAMEs), in order.
     summary : dict
         What building the cube found and left out (counts, skipped files).
+    channels_named : bool, default True
+        False for a cube whose file names no channels (O'TRAIN's own cubes):
+        ``channels`` are then placeholders (``("DIFF",)`` for one channel, ``C0,
+        C1...`` for more), taken in order by :meth:`select_channels`.
     """
 
     cube: np.ndarray
@@ -84,6 +89,7 @@ class Datacube:
     keywords: Table
     channels: tuple = DEFAULT_CHANNELS
     summary: dict = field(default_factory=dict)
+    channels_named: bool = True
 
     def __len__(self):
         return len(self.labels)
@@ -97,6 +103,47 @@ class Datacube:
     def n_false(self):
         """Number of bogus (label 0) cutouts."""
         return int(np.sum(self.labels == 0))
+
+    def select_channels(self, channels, *, name="the datacube"):
+        """The cube with ``channels`` only, in that order (what a model takes).
+
+        Parameters
+        ----------
+        channels : sequence of str
+            Channel names, e.g. a model's ``channels_``.
+        name : str, default "the datacube"
+            How to name the cube in an error (its file, say).
+
+        Returns
+        -------
+        Datacube
+            ``self`` when the channels are already those; a cube whose file names no
+            channels is taken as it is when it has as many channels.
+
+        Raises
+        ------
+        DatacubeError
+            If a channel is missing (the error names those the cube holds).
+        """
+        channels = check_channels(channels)
+        if tuple(self.channels) == channels:
+            return self
+        if not self.channels_named:
+            if self.cube.shape[-1] == len(channels):
+                return Datacube(self.cube, self.labels, self.keywords, channels, self.summary)
+            missing = channels
+        else:
+            missing = [c for c in channels if c not in self.channels]
+        if missing:
+            raise DatacubeError(
+                f"{name} holds the channels {','.join(self.channels)} "
+                f"({self.cube.shape[-1]} images) but channels {','.join(channels)} are "
+                f"needed; build it with channels={','.join(channels)}"
+            )
+        index = [self.channels.index(c) for c in channels]
+        return Datacube(
+            self.cube[..., index], self.labels, self.keywords, channels, self.summary
+        )
 
     def save(self, path):
         """Write the datacube to ``path`` (``.npz``), atomically.
@@ -117,9 +164,10 @@ class Datacube:
         arrays = {
             "cube": self.cube,
             "labels": np.asarray(self.labels, dtype=np.int64),
-            "channels": np.array(self.channels, dtype=str),
             "otrain_version": np.array(__version__),
         }
+        if self.channels_named:
+            arrays["channels"] = np.array(self.channels, dtype=str)
         for column, key in _NPZ_KEYS.items():
             if column in self.keywords.colnames:
                 arrays[key] = np.asarray(self.keywords[column])
@@ -276,7 +324,7 @@ def build_datacube(
     """
     if frac_true is not None and not 0 < frac_true < 1:
         raise ValueError(f"frac_true must lie strictly between 0 and 1, got {frac_true}")
-    channels = _check_channels(channels)
+    channels = check_channels(channels)
     folder = Path(folder)
     lists = {}
     for name in ("true", "false"):
@@ -392,11 +440,18 @@ def load_datacube(path):
         raise DatacubeError(
             f"{path}: labels must be 0 (bogus) or 1 (real), found {sorted(set(labels.tolist()))}"
         )
-    channels = tuple(arrays["channels"].tolist()) if "channels" in arrays else DEFAULT_CHANNELS
-    if len(channels) != cube.shape[-1]:
-        channels = tuple(f"C{i}" for i in range(cube.shape[-1]))
+    channels = tuple(arrays["channels"].tolist()) if "channels" in arrays else ()
+    named = len(channels) == cube.shape[-1]
+    if not named:
+        # O'TRAIN's cubes name no channels: placeholders, matched by position.
+        n = cube.shape[-1]
+        channels = DEFAULT_CHANNELS if n == 1 else tuple(f"C{i}" for i in range(n))
     return Datacube(
-        cube.astype(np.float32, copy=False), labels, _keywords(arrays, len(labels)), channels
+        cube.astype(np.float32, copy=False),
+        labels,
+        _keywords(arrays, len(labels)),
+        channels,
+        channels_named=named,
     )
 
 
@@ -406,7 +461,6 @@ def _first_line(err):
 
 
 def _keywords(arrays, n):
-    from .cutouts import _as_float
 
     table = Table()
     for column in KEYWORD_COLUMNS:
@@ -425,8 +479,33 @@ def _keywords(arrays, n):
             table[column] = (
                 np.full(n, np.nan)
                 if values is None
-                else np.array([_as_float(v, column) for v in values.tolist()], dtype=np.float64)
+                else np.array([as_float(v, column) for v in values.tolist()], dtype=np.float64)
             )
     if n and "candid" in table.colnames and not any(table["candid"]):
         table["candid"] = [str(i) for i in range(n)]
     return table
+
+
+def keyword_column(keywords, name, *, numeric=True):
+    """A keyword column of a cube or of read cutouts, or None when it tells nothing.
+
+    Parameters
+    ----------
+    keywords : astropy.table.Table or None
+        A :class:`Datacube`'s ``keywords`` (or :func:`otrain.cutouts.load_cutouts`').
+    name : str
+        A column of :data:`otrain.cutouts.KEYWORD_COLUMNS` (``mag``, ``candid``...).
+    numeric : bool, default True
+        Floats (None when no value is finite) or strings (None when all are empty).
+
+    Returns
+    -------
+    ndarray or None
+    """
+    if keywords is None or name not in keywords.colnames:
+        return None
+    if not numeric:
+        values = np.asarray(keywords[name]).astype(str)
+        return values if any(values) else None
+    values = np.asarray(keywords[name], dtype=np.float64)
+    return values if np.isfinite(values).any() else None

@@ -25,56 +25,16 @@ import numpy as np
 from astropy.table import Table
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from ._validation import check_scores, check_threshold
+
 __all__ = [
+    "score_datacube",
     "binary_diagnostics",
     "format_diagnostics",
     "threshold_scan",
     "magnitude_bins",
     "match_simulated",
 ]
-
-
-def _check_threshold(threshold, name="threshold"):
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a number between 0 and 1, got {threshold!r}")
-    return value
-
-
-def _check_scores(y_true, p_real):
-    """Validate and convert ``y_true`` (0/1 ints) and ``p_real`` (floats in [0, 1])."""
-    y_true = np.asarray(y_true)
-    p_real = np.asarray(p_real)
-    if y_true.ndim != 1:
-        raise ValueError(f"y_true must be one-dimensional, got shape {y_true.shape}")
-    if p_real.ndim != 1:
-        hint = "; pass the probability of real, e.g. p[:, 1]" if p_real.ndim == 2 else ""
-        raise ValueError(f"p_real must be one-dimensional, got shape {p_real.shape}{hint}")
-    if len(y_true) != len(p_real):
-        raise ValueError(
-            f"y_true and p_real must have the same length, got {len(y_true)} and {len(p_real)}"
-        )
-    if len(y_true) == 0:
-        raise ValueError("y_true and p_real are empty; there is no candidate to evaluate")
-    if y_true.dtype.kind not in "biuf":
-        raise ValueError(f"y_true must hold only 0 (bogus) and 1 (real), got dtype {y_true.dtype}")
-    others = ~np.isin(y_true, (0, 1))
-    if others.any():
-        found = np.unique(y_true[others])[:5].tolist()
-        raise ValueError(f"y_true must hold only 0 (bogus) and 1 (real), found {found}")
-    if p_real.dtype.kind not in "biuf":
-        raise ValueError(f"p_real must hold numbers, got dtype {p_real.dtype}")
-    p_real = p_real.astype(np.float64)
-    bad = ~np.isfinite(p_real) | (p_real < 0.0) | (p_real > 1.0)
-    if bad.any():
-        raise ValueError(
-            f"p_real must hold probabilities between 0 and 1; {int(bad.sum())} values are "
-            f"not (first: {p_real[bad][0]!r} at index {int(np.flatnonzero(bad)[0])})"
-        )
-    return y_true.astype(np.int64), p_real
 
 
 def _ratio(numerator, denominator):
@@ -104,6 +64,40 @@ def _rates(tp, fp, tn, fn):
         "fpr": _ratio(fp, n_bogus),
         "fnr": _ratio(fn, n_real),
     }
+
+
+def score_datacube(classifier, cube, *, threshold=None, name="the datacube"):
+    """P(real) of a labelled datacube's stamps, with the channels the model takes.
+
+    Parameters
+    ----------
+    classifier : CutoutClassifier
+        Fitted or loaded (:func:`otrain.model_files.load_model`).
+    cube : Datacube
+        Labelled stamps; its channels are matched to the classifier's
+        ``channels_`` (:meth:`otrain.datacube.Datacube.select_channels`).
+    threshold : float, optional
+        Decision threshold; default the classifier's ``threshold_``, else 0.5.
+    name : str, default "the datacube"
+        How to name the cube in an error (its file, say).
+
+    Returns
+    -------
+    cube : Datacube
+        The cube with the model's channels.
+    p_real : ndarray of shape (n,)
+        P(real) of each stamp (calibrated when the classifier is).
+    threshold : float
+    """
+    from .thresholds import DEFAULT_THRESHOLD
+
+    channels = getattr(classifier, "channels_", None)
+    if channels:
+        cube = cube.select_channels(channels, name=name)
+    if threshold is None:
+        threshold = getattr(classifier, "threshold_", None)
+    threshold = check_threshold(DEFAULT_THRESHOLD if threshold is None else threshold)
+    return cube, classifier.predict_proba(cube.cube)[:, 1], threshold
 
 
 def binary_diagnostics(y_true, p_real, threshold=0.5):
@@ -152,8 +146,8 @@ def binary_diagnostics(y_true, p_real, threshold=0.5):
     >>> d["confusion_matrix"], d["precision"], d["mcc"]
     ([[1, 1], [1, 1]], 0.5, 0.0)
     """
-    y_true, p_real = _check_scores(y_true, p_real)
-    threshold = _check_threshold(threshold)
+    y_true, p_real = check_scores(y_true, p_real)
+    threshold = check_threshold(threshold)
     called_real = p_real >= threshold
     real = y_true == 1
     tp = int(np.count_nonzero(called_real & real))
@@ -263,14 +257,14 @@ def threshold_scan(y_true, p_real, thresholds=None):
     >>> scan["recall"].tolist(), scan["precision"].tolist()
     ([0.5, 0.5], [0.5, 1.0])
     """
-    y_true, p_real = _check_scores(y_true, p_real)
+    y_true, p_real = check_scores(y_true, p_real)
     if thresholds is None:
         thresholds = np.arange(1, 100) / 100
     thresholds = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
     if thresholds.ndim != 1 or len(thresholds) == 0:
         raise ValueError("thresholds must be a non-empty one-dimensional sequence")
     for value in thresholds:
-        _check_threshold(value, "every threshold")
+        check_threshold(value, "every threshold")
     # Counting scores >= t in sorted arrays gives all thresholds in one pass.
     p_sorted_real = np.sort(p_real[y_true == 1])
     p_sorted_bogus = np.sort(p_real[y_true == 0])

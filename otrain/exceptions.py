@@ -51,6 +51,24 @@ class OutputError(OTrainError, OSError):
     """An output file or folder cannot be written."""
 
 
+class CheckInferError(OTrainError, ValueError):
+    """A table given to ``otrain-checkinfer`` is missing, unreadable or unusable.
+
+    Attributes
+    ----------
+    path : str or None
+        The file at fault, where there is one.
+    """
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+
+
+class ClusterError(OTrainError, RuntimeError):
+    """Dask is missing, or the scheduler or its workers cannot be reached."""
+
+
 class LabellingError(OTrainError, ValueError):
     """A labelling decision, a crossmatch or a ranking cannot be made as asked."""
 

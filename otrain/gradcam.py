@@ -42,20 +42,18 @@ import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 
-from . import plots
 from ._atomic import ensure_folder
-from .diagnostics import _check_threshold
+from ._validation import check_threshold
 from .exceptions import CutoutError, NotFittedError
-from .plots import _NAN_COLOUR, _NAN_COLOUR_NAME, _figure, _save, _zscale_norm, gallery_titles
+from .plots import gallery_titles, plot_grad_cam
 
 __all__ = [
+    "read_stamps",
     "TARGETS",
     "GROUPS",
     "grad_cam",
     "conv_layer_names",
-    "plot_grad_cam",
     "pick_examples",
     "grad_cam_galleries",
 ]
@@ -72,13 +70,6 @@ GROUPS = {
     "highest_lowest": "highest and lowest P(real)",
 }
 
-# Colour map of heat maps: dark (no evidence) to bright yellow (strongest).
-_HEAT_CMAP = "inferno"
-# Level of the heat map drawn as a contour on every channel.
-_CONTOUR_LEVEL = 0.5
-_CONTOUR_COLOUR = "#00e5ff"
-# No contour when more than this fraction of the stamp is above the level.
-_DIFFUSE = 0.5
 _DEFAULT_BATCH = 64
 
 
@@ -482,7 +473,7 @@ def grad_cam(
     X = _check_stamps(stamps, model)
     n, height, width = X.shape[:3]
     signs = _check_target(target, n)
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     n_units = model.output_shape[-1]
@@ -559,137 +550,6 @@ def _to_stamp(cam, height, width, geometry):
     return np.clip(out, 0.0, 1.0)
 
 
-# ------------------------------------------------------------------------------ figure
-
-
-def plot_grad_cam(
-    stamps, heatmaps, path, *, titles=None, channel_names=None, ncols=None, title=None
-):
-    """Draw stamps with their Grad-CAM heat maps.
-
-    Each stamp gets one panel per channel, scaled with zscale in grey levels as in
-    :func:`otrain.plots.plot_gallery` (NaN pixels in magenta), with the heat map's
-    half-maximum drawn as a cyan contour on each, and a last panel with the heat map
-    itself (0 to 1, dark to bright) over the last channel.
-
-    Parameters
-    ----------
-    stamps : array-like of shape (n, H, W, C) or (n, H, W)
-        The stamps, raw (as given to the classifier).
-    heatmaps : array-like of shape (n, H, W)
-        Their heat maps in [0, 1], from :func:`grad_cam`.
-    path : str or path-like
-        Output file, written atomically.
-    titles : sequence of str, optional
-        One title per stamp (e.g. from :func:`otrain.plots.gallery_titles`).
-    channel_names : sequence of str, optional
-        One name per channel, shown above its panels (e.g. ``("SCI", "REF", "DIFF")``).
-    ncols : int, optional
-        Stamps per row; by default as many as fit in about twelve panels.
-    title : str, optional
-        Figure title.
-
-    Returns
-    -------
-    pathlib.Path or None
-        The file written, or None (and no file) when there is no stamp.
-    """
-    images = plots.check_gallery_inputs(stamps, titles, channel_names, name="stamps")
-    heat = np.asarray(heatmaps, dtype=np.float64)
-    n, height, width, n_channels = images.shape
-    if heat.shape != (n, height, width):
-        raise ValueError(
-            f"heatmaps must have shape (n, H, W) = {(n, height, width)}, one per stamp, "
-            f"got shape {heat.shape}"
-        )
-    if n == 0:
-        return None
-    per_stamp = n_channels + 1
-    if ncols is None:
-        ncols = max(1, min(n, 12 // per_stamp))
-    elif int(ncols) != ncols or ncols < 1:
-        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
-    ncols = int(min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    panel = 1.3
-    title_lines = 0 if titles is None else max(str(t).count("\n") + 1 for t in titles)
-    cell_height = panel + 0.17 * title_lines + 0.2
-    has_nan = not np.isfinite(images).all()
-    fig = _figure(max(ncols * per_stamp * panel + 0.3, 5.0), nrows * cell_height + 1.0)
-    grey = colormaps["gray"].with_extremes(bad=_NAN_COLOUR)
-    hot = colormaps[_HEAT_CMAP]
-    names = list(channel_names) if channel_names is not None else [""] * n_channels
-    cells = fig.subfigures(nrows, ncols, squeeze=False).ravel()
-    for k, cell in enumerate(cells[:n]):
-        axes = cell.subplots(1, per_stamp, squeeze=False)[0]
-        for j in range(n_channels):
-            plane = images[k, :, :, j]
-            _draw_channel(axes[j], plane, grey)
-            _draw_contour(axes[j], heat[k])
-            axes[j].set_title(str(names[j]), fontsize=7, pad=2)
-        last = images[k, :, :, -1]
-        _draw_channel(axes[-1], last, grey)
-        axes[-1].imshow(
-            heat[k],
-            cmap=hot,
-            vmin=0.0,
-            vmax=1.0,
-            alpha=0.6,
-            origin="lower",
-            interpolation="nearest",
-        )
-        axes[-1].set_title("Grad-CAM", fontsize=7, pad=2)
-        if not heat[k].max() > 0:
-            axes[-1].text(
-                0.5,
-                0.5,
-                "map all zero:\nno evidence for\nthis class here",
-                transform=axes[-1].transAxes,
-                ha="center",
-                va="center",
-                fontsize=6.5,
-                color="white",
-            )
-        for ax in axes:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        if titles is not None:
-            cell.suptitle(str(titles[k]), fontsize=7.5)
-    fig.suptitle(title or f"Grad-CAM heat maps of {n} stamp{'s' if n > 1 else ''}", fontsize=11)
-    note = (
-        f"cyan contour: heat map at {_CONTOUR_LEVEL:g} of its maximum (none for diffuse "
-        "maps); last panel: heat map "
-        f"(0 dark to 1 bright) over {names[-1] or 'the last channel'}; stamps in zscale"
-    )
-    if has_nan:
-        note += f"; {_NAN_COLOUR_NAME}: NaN or infinite pixels"
-    fig.supxlabel(note, fontsize=8)
-    return _save(fig, path)
-
-
-def _draw_channel(ax, plane, cmap):
-    ax.imshow(
-        np.ma.masked_invalid(plane),
-        cmap=cmap,
-        norm=_zscale_norm(plane),
-        origin="lower",
-        interpolation="nearest",
-    )
-
-
-def _draw_contour(ax, heat):
-    # A diffuse map (most of the stamp above the level) would only trace the border.
-    hot = np.mean(heat >= _CONTOUR_LEVEL)
-    if 0 < hot <= _DIFFUSE and heat.min() < _CONTOUR_LEVEL:
-        ax.contour(
-            heat,
-            levels=[_CONTOUR_LEVEL],
-            colors=_CONTOUR_COLOUR,
-            linewidths=0.8,
-            origin="lower",
-        )
-
-
 # ------------------------------------------------------------------------ galleries
 
 
@@ -721,10 +581,10 @@ def pick_examples(p_real, labels=None, *, n=30, threshold=0.5, random_state=0):
         ``true_negatives``, ``false_negatives``, ``false_positives``; without:
         ``highest_lowest`` (``ceil(n / 2)`` highest, ``floor(n / 2)`` lowest).
     """
-    from .plots import _as_probabilities
+    from .plots._common import _as_probabilities
 
     p = _as_probabilities(p_real, "p_real")
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     if int(n) != n or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     n = int(n)
@@ -757,6 +617,78 @@ def pick_examples(p_real, labels=None, *, n=30, threshold=0.5, random_state=0):
         chosen = chosen[np.argsort(-p[chosen], kind="stable")]
         groups[name] = (chosen.astype(np.intp), len(members))
     return groups
+
+
+def read_stamps(classifier, *, cube=None, cutouts=None):
+    """The stamps to explain, with the channels and size the classifier takes.
+
+    Parameters
+    ----------
+    classifier : CutoutClassifier
+        Fitted or loaded; its ``channels_`` and input shape decide what is read.
+    cube : str or path-like, optional
+        A labelled datacube (``.npz``); its channels are matched to the model's
+        (:meth:`otrain.datacube.Datacube.select_channels`).
+    cutouts : str or path-like, optional
+        A folder of cutout files, read as :func:`otrain.inference.score_files` reads
+        them; unreadable and misfit files are left out and counted.
+
+    Returns
+    -------
+    dict
+        ``stamps`` (n, H, W, C), ``labels`` (or None for a folder), ``ids`` and
+        ``mags`` (or None when unknown), ``description`` (one line).
+    """
+    from .cutouts import load_cutouts
+    from .datacube import CUTOUT_SUFFIXES, find_cutouts, keyword_column, load_datacube
+    from .exceptions import DatacubeError
+
+    if (cube is None) == (cutouts is None):
+        raise ValueError("give one of cube= and cutouts=")
+    channels = tuple(classifier.channels_)
+    shape = tuple(int(s) for s in classifier.model_.input_shape[1:])
+    if cube is not None:
+        if not Path(cube).is_file():
+            raise DatacubeError(f"{cube}: no such datacube; check cube= or build one")
+        data = load_datacube(cube).select_channels(channels, name=str(cube))
+        return {
+            "stamps": data.cube,
+            "labels": np.asarray(data.labels),
+            "ids": keyword_column(data.keywords, "candid", numeric=False),
+            "mags": keyword_column(data.keywords, "mag"),
+            "description": f"{cube}: {len(data)} cutouts ({data.n_true} real, "
+            f"{data.n_false} bogus)",
+        }
+    folder = Path(cutouts)
+    if not folder.is_dir():
+        raise CutoutError(f"{folder}: no such folder of cutouts; check cutouts=")
+    paths = find_cutouts(folder)
+    if not paths:
+        raise CutoutError(
+            f"{folder}: no cutout files ({', '.join(CUTOUT_SUFFIXES)}) in this folder; "
+            "check cutouts="
+        )
+    height, width = shape[:2]
+    stamps, keywords, skipped = load_cutouts(
+        paths,
+        channels=channels,
+        cutout_size=height if height == width else -1,
+        shape=shape,
+        on_error="skip",
+    )
+    if len(stamps) == 0:
+        first = skipped[0][1] if skipped else "no file read"
+        raise CutoutError(f"{folder}: none of the {len(paths)} cutouts fits the model ({first})")
+    description = f"{folder}: {len(stamps)} cutouts read"
+    if skipped:
+        description += f", {len(skipped)} left out (first: {skipped[0][1]})"
+    return {
+        "stamps": stamps,
+        "labels": None,
+        "ids": keyword_column(keywords, "candid", numeric=False),
+        "mags": keyword_column(keywords, "mag"),
+        "description": description,
+    }
 
 
 def grad_cam_galleries(

@@ -189,13 +189,13 @@ def score_files(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .diagnostics import _check_threshold
+    from ._validation import check_threshold
     from .precision import choose_precision
     from .thresholds import DEFAULT_THRESHOLD
 
     if threshold is None:
         threshold = getattr(classifier, "threshold_", None)
-    threshold = _check_threshold(DEFAULT_THRESHOLD if threshold is None else threshold)
+    threshold = check_threshold(DEFAULT_THRESHOLD if threshold is None else threshold)
     if mc_samples is not None and int(mc_samples) < 2:
         raise ValueError(f"mc_samples must be at least 2, got {mc_samples}")
     if mc_samples is None:
@@ -362,9 +362,11 @@ def _result_table(chunk, keywords, status, fates, proba, std, scoring):
     optional = {c: k for c, (k, _) in OPTIONAL_COLUMNS.items() if k in keywords.colnames}
     for column, source in [*list(_FROM_KEYWORDS.items())[1:], *optional.items()]:
         table[column] = _spread(keywords[source], row_of, read)
-    # An unreadable file has no keywords; its name still identifies it.
-    stems = np.array([Path(p).stem for p in chunk], dtype=str)
-    table["cand_ID"] = np.where(read, table["cand_ID"], stems)
+    if not read.all():
+        # An unreadable file has no keywords; its name still identifies it.
+        ids = np.asarray(table["cand_ID"], dtype=object)
+        ids[~read] = [Path(chunk[i]).stem for i in np.flatnonzero(~read)]
+        table["cand_ID"] = ids.astype(str)
 
     def masked(values):
         full = np.full(n, np.nan)

@@ -34,8 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_output
-from ._validation import check_channels as _check_channels
-from ._validation import check_threshold
+from ._validation import check_channels, check_threshold
 from ._version import __version__
 from .exceptions import ModelFileError
 
@@ -118,7 +117,7 @@ def save_model(estimator, path, *, channels=None, extra=None):
     if channels is None:
         n_channels = input_shape[-1]
         channels = ("DIFF",) if n_channels == 1 else tuple(f"C{i}" for i in range(n_channels))
-    channels = _check_channels(channels)
+    channels = check_channels(channels)
     if len(channels) != input_shape[-1]:
         raise ValueError(
             f"{len(channels)} channel names ({', '.join(channels)}) given for a model "
@@ -297,6 +296,9 @@ def load_model(path, *, channels=None, normalisation=None):
         If the file is missing, not a Keras model, or a legacy model is loaded
         without its channels and normalisation.
     """
+    from ._tensorflow import load_tensorflow
+
+    load_tensorflow()
     import keras
 
     from .networks import NORMALISATIONS
@@ -306,7 +308,7 @@ def load_model(path, *, channels=None, normalisation=None):
     _check_file(path)
     if record is not None:
         for name, given, stored in (
-            ("channels", channels and list(_check_channels(channels)), record["channels"]),
+            ("channels", channels and list(check_channels(channels)), record["channels"]),
             ("normalisation", normalisation, record["normalisation"]),
         ):
             if given is not None and given != stored:
@@ -326,7 +328,7 @@ def load_model(path, *, channels=None, normalisation=None):
         raise ValueError(
             f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}"
         )
-    channels = _check_channels(channels)
+    channels = check_channels(channels)
     try:
         inner = _load_keras(path, keras)
     except ModelFileError:

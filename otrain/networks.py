@@ -29,9 +29,14 @@ the same model.
 
 import inspect
 
-import keras
 import numpy as np
-from keras import layers, ops
+
+from ._tensorflow import load_tensorflow
+
+load_tensorflow()
+
+import keras  # noqa: E402 - after the quiet import of TensorFlow
+from keras import layers, ops  # noqa: E402
 
 __all__ = [
     "NORMALISATIONS",

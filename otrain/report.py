@@ -18,6 +18,7 @@ from astropy.table import Table
 
 from . import plots
 from ._atomic import atomic_output, ensure_folder
+from .datacube import keyword_column
 from .diagnostics import binary_diagnostics, format_diagnostics
 
 __all__ = ["write_report", "PLOT_NAMES"]
@@ -156,7 +157,7 @@ def _write_galleries(
     y_true, p_real, wrong, stamps, outdir, keywords, channels, n_gallery, files, skipped
 ):
     mags = _column(keywords, "mag", len(y_true))
-    ids = _column(keywords, "candid", len(y_true), numeric=False)
+    ids = keyword_column(keywords, "candid", numeric=False)
     for name, (title, label, right) in _GALLERIES.items():
         chosen = np.flatnonzero((y_true == label) & (wrong != right))
         # Most confident first: the worst mistakes, the clearest successes.
@@ -180,11 +181,9 @@ def _write_galleries(
             files.append(written)
 
 
-def _column(keywords, name, n, numeric=True):
-    if keywords is None or name not in keywords.colnames:
-        return np.full(n, np.nan) if numeric else None
-    values = np.asarray(keywords[name])
-    return values.astype(np.float64) if numeric else values.astype(str)
+def _column(keywords, name, n):
+    values = keyword_column(keywords, name)
+    return np.full(n, np.nan) if values is None else values
 
 
 def _write_candidate_list(outdir, y_true, p_real, called_real, keywords):

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .diagnostics import _check_scores
+from ._validation import check_scores
 
 __all__ = ["choose_threshold", "DEFAULT_THRESHOLD"]
 
@@ -87,7 +87,7 @@ def choose_threshold(y_true, p_real, *, target_recall=None, target_fpr=None):
             "give exactly one of target_recall and target_fpr "
             f"(got target_recall={target_recall!r}, target_fpr={target_fpr!r})"
         )
-    y_true, p_real = _check_scores(y_true, p_real)
+    y_true, p_real = check_scores(y_true, p_real)
     n_real = int(np.count_nonzero(y_true == 1))
     n_bogus = len(y_true) - n_real
     if n_real == 0 or n_bogus == 0:

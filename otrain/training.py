@@ -1,11 +1,14 @@
 """Training on a datacube: a held-out validation set, a fitted classifier, a report.
 
-``otrain-train`` is this module plus argument parsing. The cube is split into a
-training part and a stratified validation part (O'TRAIN's ``--frac``); the
-classifier is fitted on the training part, where it holds out its own fraction for
-early stopping, so the validation set stays untouched until the diagnostics.
+``otrain-train`` is :func:`train_model` plus argument parsing and printing. The cube
+is split into a training part and a stratified validation part (O'TRAIN's
+``--frac``); the classifier is fitted on the training part, where it holds out its
+own fraction for early stopping, so the validation set stays untouched until the
+diagnostics. Calibration and a threshold rule, when asked for, are fitted on one
+half of the validation part and judged on the other.
 """
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,13 @@ from sklearn.model_selection import train_test_split
 from .datacube import Datacube
 from .exceptions import DatacubeError, OutputError
 
-__all__ = ["split_validation", "train_on_cube", "model_output_paths"]
+__all__ = [
+    "split_validation",
+    "train_on_cube",
+    "train_model",
+    "TrainingResult",
+    "model_output_paths",
+]
 
 
 def split_validation(cube, fraction=0.15, *, random_state=0):
@@ -51,7 +60,13 @@ def split_validation(cube, fraction=0.15, *, random_state=0):
 
 
 def _subset(cube, index):
-    return Datacube(cube.cube[index], cube.labels[index], cube.keywords[index], cube.channels)
+    return Datacube(
+        cube.cube[index],
+        cube.labels[index],
+        cube.keywords[index],
+        cube.channels,
+        channels_named=cube.channels_named,
+    )
 
 
 def train_on_cube(cube, classifier):
@@ -69,6 +84,209 @@ def train_on_cube(cube, classifier):
         Fitted, with ``channels_`` set from the cube.
     """
     return classifier.fit(cube.cube, cube.labels, channels=cube.channels)
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train_model` fitted and measured.
+
+    Attributes
+    ----------
+    classifier : CutoutClassifier
+        Fitted; with ``channels_``, ``bfloat16_check_`` and, when asked for,
+        ``calibration_`` and ``threshold_`` set.
+    train : Datacube
+        The part the network was fitted on.
+    validation : Datacube
+        The part the diagnostics are computed on: the whole validation part, or its
+        evaluation half when calibration or a threshold rule used the other half.
+    tuning : Datacube or None
+        The half that calibration and the threshold rule were fitted on.
+    p_real : ndarray
+        P(real) of the ``validation`` stamps (calibrated when the model is).
+    threshold : float
+        The decision threshold stored in the model.
+    threshold_rule : dict or None
+        ``{"target_recall": r}`` or ``{"target_fpr": f}`` and ``n_tuning``.
+    threshold_diagnostics : dict or None
+        Diagnostics of the chosen threshold on ``validation``.
+    brier_before, brier_after : float or None
+        Brier score of ``validation`` before and after calibration.
+    bfloat16_check : dict
+        See :meth:`CutoutClassifier.check_bfloat16`.
+    """
+
+    classifier: object
+    train: Datacube
+    validation: Datacube
+    tuning: Datacube | None
+    p_real: np.ndarray
+    threshold: float
+    threshold_rule: dict | None = None
+    threshold_diagnostics: dict | None = None
+    brier_before: float | None = None
+    brier_after: float | None = None
+    bfloat16_check: dict = field(default_factory=dict)
+
+    @property
+    def n_epochs(self):
+        """Epochs run (early stopping included)."""
+        return len(self.classifier.history_["loss"])
+
+    @property
+    def model_extra(self):
+        """What :func:`otrain.model_files.save_model` stores beside the network."""
+        extra = {"threshold": self.threshold}
+        if self.threshold_rule is not None:
+            extra["threshold_rule"] = dict(self.threshold_rule)
+        return extra
+
+    def write(self, model_file, report_dir, *, plots=True, overwrite=False):
+        """Write the model file, the validation cube(s) and the report.
+
+        Parameters
+        ----------
+        model_file : str or path-like
+            The model (``.h5`` or ``.keras``).
+        report_dir : str or path-like
+            Plots, ``diagnostics.txt``/``.json`` and ``validation_set/datacube/``.
+        plots : bool, default True
+            Draw the curves, galleries and the loss and accuracy per epoch.
+        overwrite : bool, default False
+            Replace an existing model file.
+
+        Returns
+        -------
+        dict
+            The report of :func:`otrain.report.write_report`.
+        """
+        from .model_files import save_model
+        from .plots import plot_history
+        from .report import write_report
+
+        model_file = Path(model_file)
+        if model_file.exists() and not overwrite:
+            raise OutputError(
+                f"{model_file}: a model of this name exists; choose another name or "
+                "pass overwrite=True to replace it"
+            )
+        save_model(self.classifier, model_file, extra=self.model_extra)
+        report_dir = Path(report_dir)
+        cubes = report_dir / "validation_set" / "datacube"
+        self.validation.save(cubes / "cube_validation.npz")
+        if self.tuning is not None:
+            self.tuning.save(cubes / "cube_tuning.npz")
+        report = write_report(
+            self.validation.labels,
+            self.p_real,
+            report_dir,
+            threshold=self.threshold,
+            keywords=self.validation.keywords,
+            stamps=self.validation.cube if plots else None,
+            channels=self.validation.channels,
+            curves=plots,
+        )
+        if plots:
+            for metric in ("loss", "accuracy"):
+                plot_history(
+                    self.classifier.history_,
+                    report_dir / f"{metric}_vs_epochs.png",
+                    metric=metric,
+                )
+        return report
+
+
+def train_model(
+    cube,
+    classifier=None,
+    *,
+    validation_fraction=0.15,
+    calibrate=None,
+    threshold=None,
+    target_recall=None,
+    target_fpr=None,
+    random_state=0,
+    on_split=None,
+):
+    """Split, fit, calibrate, choose the threshold and check bfloat16: ``otrain-train``'s work.
+
+    Parameters
+    ----------
+    cube : Datacube
+        Labelled stamps (:func:`otrain.datacube.load_datacube`).
+    classifier : CutoutClassifier, optional
+        Unfitted, with its settings; default ``CutoutClassifier(random_state=random_state)``.
+    validation_fraction : float, default 0.15
+        Share of the cube held out for the diagnostics (O'TRAIN's ``--frac``).
+    calibrate : {"sigmoid", "isotonic"}, optional
+        Calibrate P(real) on half of the validation part.
+    threshold : float, optional
+        Decision threshold to store (default 0.5); exclusive with the targets.
+    target_recall, target_fpr : float, optional
+        Choose the threshold on half of the validation part: the highest keeping
+        this recall, or the lowest calling at most this fraction of bogus real.
+    random_state : int, default 0
+        Seed of the splits.
+    on_split : callable, optional
+        Called as ``on_split(train, validation)`` before the network is fitted (a
+        command says what it will train on).
+
+    Returns
+    -------
+    TrainingResult
+    """
+    from ._validation import check_fraction, check_threshold
+    from .diagnostics import binary_diagnostics
+    from .thresholds import DEFAULT_THRESHOLD, choose_threshold
+
+    targets = {"target_recall": target_recall, "target_fpr": target_fpr}
+    targets = {k: v for k, v in targets.items() if v is not None}
+    if len(targets) + (threshold is not None) > 1:
+        raise ValueError("give one of threshold=, target_recall= and target_fpr=, not several")
+    for name, value in targets.items():
+        check_fraction(value, name, closed_high=True, open_low=True)
+    if threshold is not None:
+        threshold = check_threshold(threshold)
+    if classifier is None:
+        from .classifier import CutoutClassifier
+
+        classifier = CutoutClassifier(random_state=random_state)
+    train, valid = split_validation(cube, validation_fraction, random_state=random_state)
+    if on_split is not None:
+        on_split(train, valid)
+    train_on_cube(train, classifier)
+    tuning = None
+    result = {}
+    if calibrate or targets:
+        tuning, valid = split_validation(valid, 0.5, random_state=random_state)
+    if calibrate:
+        result["brier_before"] = binary_diagnostics(
+            valid.labels, classifier.predict_proba(valid.cube)[:, 1]
+        )["brier"]
+        classifier.calibrate(tuning.cube, tuning.labels, method=calibrate)
+    p_real = classifier.predict_proba(valid.cube)[:, 1]
+    if calibrate:
+        result["brier_after"] = binary_diagnostics(valid.labels, p_real)["brier"]
+    if targets:
+        threshold = choose_threshold(
+            tuning.labels, classifier.predict_proba(tuning.cube)[:, 1], **targets
+        )
+        ((name, value),) = targets.items()
+        result["threshold_rule"] = {name: value, "n_tuning": len(tuning)}
+        result["threshold_diagnostics"] = binary_diagnostics(valid.labels, p_real, threshold)
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    classifier.set_threshold(threshold)
+    check = classifier.check_bfloat16(valid.cube)
+    return TrainingResult(
+        classifier=classifier,
+        train=train,
+        validation=valid,
+        tuning=tuning,
+        p_real=p_real,
+        threshold=threshold,
+        bfloat16_check=check,
+        **result,
+    )
 
 
 def model_output_paths(model_path, model_name, *, suffix=".h5", overwrite=False):

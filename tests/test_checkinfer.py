@@ -93,7 +93,7 @@ def source(tmp_path_factory):
 @pytest.fixture
 def no_render(monkeypatch):
     """Build the figures (which checks their inputs) but skip the slow PNG rendering."""
-    monkeypatch.setattr(plots, "_save", lambda fig, path: Path(path))
+    monkeypatch.setattr(plots._common, "_save", lambda fig, path: Path(path))
 
 
 @pytest.fixture

@@ -98,7 +98,9 @@ def test_api_page_documents_the_public_names(built_html):
     api = (built_html / "api.html").read_text(encoding="utf-8")
     for name in (
         "otrain.classifier.CutoutClassifier",
-        "otrain.cutouts.CutoutLoader",
+        "otrain.loader.CutoutLoader",
+        "otrain.training.train_model",
+        "otrain.plots.plot_grad_cam",
         "otrain.datacube.build_datacube",
         "otrain.model_files.load_model",
         "otrain.diagnostics.threshold_scan",

@@ -283,3 +283,69 @@ def test_fit_does_not_change_parameters_or_sample_weight(stamps):
     fixed.fit(X, y, sample_weight=weights)
     assert joblib.hash(fixed.get_params()) == before
     np.testing.assert_array_equal(weights, np.ones(len(y)))
+
+
+# -- quiet by default ------------------------------------------------------------------------
+
+_QUIET_SCRIPT = """
+import numpy as np
+from conftest import tiny_network
+from otrain import CutoutClassifier, load_model, save_model
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(40, 16, 16, 1)).astype("float32")
+y = np.array([0, 1] * 20)
+clf = CutoutClassifier(network=tiny_network, epochs=2, verbose=0, random_state=0).fit(X, y)
+save_model(clf, "m.keras")
+# Many models scored one after the other (an ensemble, a grid search's winners):
+# otrain's forward function is traced once per model, never warned about.
+for _ in range(7):
+    load_model("m.keras").predict_proba(X)
+"""
+
+
+def test_import_fit_and_scoring_write_nothing_to_stderr(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).parent), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _QUIET_SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert (tmp_path / "m.keras").is_file()
+
+
+# -- where CutoutLoader lives ------------------------------------------------------------------
+
+
+def test_cutout_loader_pickles_of_0_1_0_still_load():
+    import pickle
+    from pathlib import Path
+
+    from otrain.loader import CutoutLoader
+
+    # Made by otrain 0.1.0, which pickled the class as otrain.cutouts.CutoutLoader.
+    old = (Path(__file__).parent / "data" / "cutout_loader_otrain_0.1.0.pkl").read_bytes()
+    assert b"otrain.cutouts" in old
+    loader = pickle.loads(old)
+    assert type(loader) is CutoutLoader
+    assert loader.get_params() == {
+        "channels": ("SCI", "REF", "DIFF"),
+        "cutout_size": 32,
+        "n_jobs": None,
+    }
+    new = pickle.dumps(loader)
+    assert b"otrain.loader" in new and b"otrain.cutouts" not in new
+    assert CutoutLoader.__module__ == "otrain.loader"

@@ -33,13 +33,13 @@ def data():
 def captured(monkeypatch):
     """The figures the plot functions draw, kept for inspection."""
     figures = []
-    original = plots._save
+    original = plots._common._save
 
     def save(fig, path):
         figures.append(fig)
         return original(fig, path)
 
-    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(plots._common, "_save", save)
     return figures
 
 

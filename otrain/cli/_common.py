@@ -14,6 +14,7 @@ import time
 import warnings
 
 from .._atomic import printable
+from .._tensorflow import load_tensorflow
 from .._version import __version__
 
 __all__ = [
@@ -23,8 +24,10 @@ __all__ = [
     "EXIT_ERROR",
     "comma_list",
     "load_tensorflow",
+    "add_legacy_model_arguments",
     "positive_int",
     "check_outputs",
+    "check_output_folder",
 ]
 
 #: Exit code of a command stopped by bad input or settings.
@@ -78,19 +81,26 @@ def comma_list(text):
     return items
 
 
-# TensorFlow's C++ start-up lines that no user can act on (printed before its logging is
-# configured, so TF_CPP_MIN_LOG_LEVEL does not reach them).
-_STARTUP_NOISE = (
-    "All log messages before absl::InitializeLog()",
-    "cudart_stub.cc",
-    "cpu_feature_guard.cc",
-    "To enable the following instructions",
-    "rebuild TensorFlow with the appropriate compiler flags",
-    "Unable to register cu",
-    "computation placer already registered",
-    "TF-TRT Warning",
-    "oneDNN custom operations are on",
-)
+def add_legacy_model_arguments(parser):
+    """``--channels`` and ``--normalisation``: what a legacy model file does not store.
+
+    otrain's model files store both; a Keras model from elsewhere (braai, O'TRAIN's
+    own) needs them to be scored.
+    """
+    parser.add_argument(
+        "--channels",
+        type=comma_list,
+        default=None,
+        help="input channels of a legacy model without otrain metadata, e.g. SCI,REF,DIFF "
+        "(otrain models store them; the channels of a datacube are chosen by otrain-convert)",
+    )
+    parser.add_argument(
+        "--normalisation",
+        choices=("l2", "robust", "none"),
+        default=None,
+        help="normalisation of a legacy model without otrain metadata (braai: l2; otrain "
+        "models store it)",
+    )
 
 
 def add_scheduler_arguments(parser, what):
@@ -128,35 +138,27 @@ def cluster_client(args, plan):
         yield client
 
 
-def load_tensorflow():
-    """Import TensorFlow with its start-up chatter filtered out of stderr.
-
-    The C++ runtime writes to file descriptor 2 directly, so the descriptor is pointed
-    at a temporary file during the import; any line that is not known noise (an
-    import error, say) is written back to stderr.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode(errors="replace").splitlines():
-                if line.strip() and not any(n in line for n in _STARTUP_NOISE):
-                    print(line, file=sys.stderr)
-
-
 def say(message):
     """Print a progress or summary line to stdout, at once."""
     print(printable(message), flush=True)
+
+
+def check_output_folder(folder, what):
+    """Check that ``folder`` can be written before the long work; say if ``what`` is replaced.
+
+    For commands that write a folder of derived outputs (plots, galleries,
+    diagnostics): an earlier run's files there are replaced.
+    """
+    from pathlib import Path
+
+    from .._atomic import check_folder
+
+    folder = Path(folder)
+    earlier = folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())
+    check_folder(folder)
+    if earlier:
+        say(f"replacing {what} in {folder}")
+    return folder
 
 
 def check_outputs(paths, what, *, replace=True, refuse_hint="give --overwrite to replace it"):
@@ -190,13 +192,15 @@ def check_outputs(paths, what, *, replace=True, refuse_hint="give --overwrite to
     return paths
 
 
-def run(prog, body, args, *, needs_tensorflow=False):
+def run(prog, body, args, *, needs_tensorflow=False, flags=None):
     """Run ``body(args)``; turn known errors into one line on stderr and exit code 2.
 
     Errors of otrain's own family, and the ``ValueError``/``OSError`` that settings or
     files cause, are the user's to fix: they get one line. Anything else is a bug and
     keeps its traceback. Commands that train or score pass ``needs_tensorflow`` so
-    that TensorFlow starts without its C++ start-up chatter.
+    that TensorFlow starts without its C++ start-up chatter. The library's errors name
+    Python parameters; ``flags`` maps those a command sets to its flags
+    (``{"validation_fraction": "--frac"}``), and the line names the flags.
     """
     from ..exceptions import OTrainError
 
@@ -213,7 +217,7 @@ def run(prog, body, args, *, needs_tensorflow=False):
             code = body(args)
         say(f"done in {time.perf_counter() - start:.1f} s")
     except (OTrainError, ValueError, OSError) as err:
-        print(printable(f"{prog}: error: {_one_line(err)}"), file=sys.stderr)
+        print(printable(f"{prog}: error: {_as_flags(_one_line(err), flags)}"), file=sys.stderr)
         code = EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; no output was left half-written", file=sys.stderr)
@@ -235,6 +239,23 @@ def _one_line_warning(prog):
         print(printable(f"{prog}: warning: {text}"), file=file or sys.stderr, flush=True)
 
     return show
+
+
+def _as_flags(text, flags):
+    """``text`` with the Python parameters of ``flags`` named by their flags.
+
+    ``name=value`` becomes ``--flag value``; the bare name becomes the flag where it
+    can only be the parameter (it holds an underscore, or starts the message).
+    """
+    import re
+
+    for name, flag in (flags or {}).items():
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}=", f"{flag} ", text)
+        if "_" in name:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}\b", flag, text)
+        else:
+            text = re.sub(rf"^{re.escape(name)}\b", flag, text)
+    return text
 
 
 def _one_line(err):

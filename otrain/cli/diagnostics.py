@@ -2,7 +2,13 @@
 
 import sys
 
-from ._common import comma_list, make_parser, run, say
+from ._common import (
+    add_legacy_model_arguments,
+    check_output_folder,
+    make_parser,
+    run,
+    say,
+)
 
 PROG = "otrain-diagnostics"
 
@@ -35,45 +41,34 @@ def build_parser(prog=PROG, description=None, plots_only=False):
         default=None,
         help="P(real) above which a candidate is called real (default: the model's, else 0.5)",
     )
-    parser.add_argument(
-        "--channels", type=comma_list, default=None, help="channels of a legacy model"
-    )
-    parser.add_argument(
-        "--normalisation",
-        choices=("l2", "robust", "none"),
-        default=None,
-        help="normalisation of a legacy model",
-    )
+    add_legacy_model_arguments(parser)
     return parser
 
 
 def score_cube(args):
-    """Load the model and the cube, check they fit, and score the cube."""
+    """Load the model and the cube, and score the cube with the model's channels."""
     from ..datacube import load_datacube
-    from ..exceptions import DatacubeError
+    from ..diagnostics import score_datacube
     from ..model_files import load_model
 
     cube = load_datacube(args.path_cube_validation)
     classifier = load_model(
         args.model_path, channels=args.channels, normalisation=args.normalisation
     )
-    if tuple(cube.channels) != tuple(classifier.channels_) and not cube.channels[0].startswith("C"):
-        raise DatacubeError(
-            f"{args.path_cube_validation}: holds channels {','.join(cube.channels)} but the "
-            f"model takes {','.join(classifier.channels_)}; build the cube with "
-            f"--channels {','.join(classifier.channels_)}"
-        )
-    threshold = args.threshold
-    if threshold is None:
-        threshold = classifier.model_file_record_.get("threshold", 0.5)
     say(f"scoring {len(cube)} cutouts with {args.model_path} ...")
-    p_real = classifier.predict_proba(cube.cube)[:, 1]
-    return cube, p_real, threshold
+    return score_datacube(
+        classifier, cube, threshold=args.threshold, name=str(args.path_cube_validation)
+    )
+
+
+#: Library parameters -> flags, for the error lines.
+FLAGS = {"channels": "--channels", "threshold": "--threshold"}
 
 
 def _diagnostics(args):
     from ..report import write_report
 
+    check_output_folder(args.path_diagnostics, "the diagnostics of an earlier run")
     cube, p_real, threshold = score_cube(args)
     report = write_report(
         cube.labels,
@@ -96,7 +91,7 @@ def _diagnostics(args):
 def main(argv=None):
     """Run otrain-diagnostics; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return run(PROG, _diagnostics, args, needs_tensorflow=True)
+    return run(PROG, _diagnostics, args, needs_tensorflow=True, flags=FLAGS)
 
 
 if __name__ == "__main__":

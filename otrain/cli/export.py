@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from ._common import check_outputs, comma_list, make_parser, run, say
+from ._common import add_legacy_model_arguments, check_outputs, make_parser, run, say
 
 PROG = "otrain-export"
 
@@ -34,18 +34,7 @@ def build_parser():
         action="store_false",
         help="export the network's raw P(real), without the stored calibration",
     )
-    parser.add_argument(
-        "--channels",
-        type=comma_list,
-        default=None,
-        help="channels of a legacy model without otrain metadata, e.g. SCI,REF,DIFF",
-    )
-    parser.add_argument(
-        "--normalisation",
-        choices=("l2", "robust", "none"),
-        default=None,
-        help="normalisation of a legacy model without otrain metadata (braai: l2)",
-    )
+    add_legacy_model_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     return parser
 

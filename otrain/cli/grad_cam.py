@@ -5,9 +5,14 @@ O'TRAIN's flags are kept (``--cube``, ``--model-path``, ``--cam_path``,
 ``--n``).
 """
 
-from pathlib import Path
-
-from ._common import comma_list, make_parser, positive_int, run, say
+from ._common import (
+    add_legacy_model_arguments,
+    check_output_folder,
+    make_parser,
+    positive_int,
+    run,
+    say,
+)
 
 PROG = "otrain-grad-cam"
 
@@ -81,18 +86,7 @@ def build_parser():
         default=None,
         help="convolution layer to explain (default: the last one); a wrong name lists them",
     )
-    parser.add_argument(
-        "--channels",
-        type=comma_list,
-        default=None,
-        help="input channels of a legacy model, e.g. SCI,REF,DIFF (otrain models store them)",
-    )
-    parser.add_argument(
-        "--normalisation",
-        choices=("l2", "robust", "none"),
-        default=None,
-        help="normalisation a legacy model expects (braai: l2; otrain models store it)",
-    )
+    add_legacy_model_arguments(parser)
     parser.add_argument(
         "--seed",
         type=int,
@@ -103,35 +97,24 @@ def build_parser():
 
 
 def _body(args):
-    from .._atomic import ensure_folder
-    from ..gradcam import grad_cam_galleries
+    from ..gradcam import grad_cam_galleries, read_stamps
     from ..model_files import load_model
 
     # Check the cheap things first: the output folder and the input's existence.
-    outdir = ensure_folder(args.outdir)
-    source = Path(args.cube or args.cutouts)
-    if args.cube and not source.is_file():
-        raise FileNotFoundError(
-            f"{source}: no such datacube; check --cube or build one with otrain-convert"
-        )
-    if args.cutouts and not source.is_dir():
-        raise FileNotFoundError(f"{source}: no such folder of cutouts; check --cutouts")
+    outdir = check_output_folder(args.outdir, "the heat maps of an earlier run")
     classifier = load_model(args.model, channels=args.channels, normalisation=args.normalisation)
     channels = tuple(classifier.channels_)
     shape = tuple(int(s) for s in classifier.model_.input_shape[1:])
     say(f"model {args.model}: {'x'.join(map(str, shape))} stamps of {','.join(channels)}")
-    if args.cube:
-        stamps, labels, ids, mags, what = _from_cube(source, channels)
-    else:
-        stamps, labels, ids, mags, what = _from_folder(source, channels, shape)
-    say(what)
+    read = read_stamps(classifier, cube=args.cube, cutouts=args.cutouts)
+    say(read["description"])
     result = grad_cam_galleries(
         classifier,
-        stamps,
+        read["stamps"],
         outdir,
-        labels=labels,
-        ids=ids,
-        mags=mags,
+        labels=read["labels"],
+        ids=read["ids"],
+        mags=read["mags"],
         channel_names=channels,
         n=args.n,
         threshold=args.threshold,
@@ -156,74 +139,14 @@ def _body(args):
     return 0
 
 
-def _from_cube(path, channels):
-    import numpy as np
-
-    from ..datacube import load_datacube
-    from ..exceptions import DatacubeError
-
-    cube = load_datacube(path)
-    missing = [c for c in channels if c not in cube.channels]
-    if missing:
-        raise DatacubeError(
-            f"{path}: the model takes channels {','.join(channels)} but the datacube holds "
-            f"{','.join(cube.channels)}; build a datacube with those channels "
-            f"(otrain-convert --channels {','.join(channels)})"
-        )
-    index = [cube.channels.index(c) for c in channels]
-    stamps = cube.cube if index == list(range(len(cube.channels))) else cube.cube[..., index]
-    keywords = cube.keywords
-    ids = _column(keywords, "candid")
-    mags = _column(keywords, "mag")
-    what = f"{path}: {len(cube)} cutouts ({cube.n_true} real, {cube.n_false} bogus)"
-    return stamps, np.asarray(cube.labels), ids, mags, what
-
-
-def _from_folder(folder, channels, shape):
-    from ..cutouts import load_cutouts
-    from ..datacube import CUTOUT_SUFFIXES, find_cutouts
-    from ..exceptions import CutoutError
-
-    paths = find_cutouts(folder)
-    if not paths:
-        raise CutoutError(
-            f"{folder}: no cutout files ({', '.join(CUTOUT_SUFFIXES)}) in this folder; "
-            "check --cutouts"
-        )
-    height, width = shape[:2]
-    stamps, keywords, skipped = load_cutouts(
-        paths,
-        channels=channels,
-        cutout_size=height if height == width else -1,
-        shape=shape,
-        on_error="skip",
-    )
-    if len(stamps) == 0:
-        first = skipped[0][1] if skipped else "no file read"
-        raise CutoutError(f"{folder}: none of the {len(paths)} cutouts fits the model ({first})")
-    what = f"{folder}: {len(stamps)} cutouts read"
-    if skipped:
-        what += f", {len(skipped)} left out (first: {skipped[0][1]})"
-    return stamps, None, _column(keywords, "candid"), _column(keywords, "mag"), what
-
-
-def _column(table, name):
-    """A keyword column for the titles, or None when it holds nothing known."""
-    import numpy as np
-
-    if name not in table.colnames:
-        return None
-    if name == "candid":
-        values = [str(v) for v in table[name]]
-        return values if any(values) else None
-    values = np.asarray(table[name], dtype=np.float64)
-    return values if np.isfinite(values).any() else None
+#: Library parameters -> flags, for the error lines.
+FLAGS = {"cube": "--cube", "cutouts": "--cutouts", "channels": "otrain-convert --channels"}
 
 
 def main(argv=None):
     """Run ``otrain-grad-cam``; return the exit code (0, or 2 on bad input)."""
     args = build_parser().parse_args(argv)
-    return run(PROG, _body, args, needs_tensorflow=True)
+    return run(PROG, _body, args, needs_tensorflow=True, flags=FLAGS)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 import sys
 
 from ._common import (
+    add_legacy_model_arguments,
     add_scheduler_arguments,
     cluster_client,
-    comma_list,
     make_parser,
     positive_int,
     run,
@@ -48,18 +48,7 @@ def build_parser():
         "network sets NaN pixels to the background); by default they are listed with "
         "status edge and not scored",
     )
-    parser.add_argument(
-        "--channels",
-        type=comma_list,
-        default=None,
-        help="channels of a legacy model without otrain metadata, e.g. SCI,REF,DIFF",
-    )
-    parser.add_argument(
-        "--normalisation",
-        choices=("l2", "robust", "none"),
-        default=None,
-        help="normalisation of a legacy model without otrain metadata (braai: l2)",
-    )
+    add_legacy_model_arguments(parser)
     parser.add_argument(
         "--n-jobs", type=int, default=-1, help="processes reading files (-1: all cores)"
     )

@@ -2,8 +2,8 @@
 
 import sys
 
-from ._common import run, say
-from .diagnostics import build_parser, score_cube
+from ._common import check_output_folder, run, say
+from .diagnostics import FLAGS, build_parser, score_cube
 
 PROG = "otrain-plot-results"
 
@@ -11,6 +11,7 @@ PROG = "otrain-plot-results"
 def _plot(args):
     from ..report import write_report
 
+    check_output_folder(args.path_plots, "the plots of an earlier run")
     cube, p_real, threshold = score_cube(args)
     report = write_report(
         cube.labels,
@@ -36,7 +37,7 @@ def main(argv=None):
         "reliability diagram of a model on a validation datacube.",
         plots_only=True,
     )
-    return run(PROG, _plot, parser.parse_args(argv), needs_tensorflow=True)
+    return run(PROG, _plot, parser.parse_args(argv), needs_tensorflow=True, flags=FLAGS)
 
 
 if __name__ == "__main__":

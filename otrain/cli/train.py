@@ -2,9 +2,24 @@
 
 import sys
 
-from ._common import make_parser, run, say
+from ._common import check_output_folder, check_outputs, make_parser, run, say
 
 PROG = "otrain-train"
+
+# Library parameters -> this command's flags, for the error lines.
+FLAGS = {
+    "validation_fraction": "--frac",
+    "random_state": "--seed",
+    "target_recall": "--target-recall",
+    "target_fpr": "--target-fpr",
+    "threshold": "--threshold",
+    "calibrate": "--calibrate",
+    "learning_rate": "--learning-rate",
+    "batch_size": "--batch-size",
+    "epochs": "--epochs",
+    "dropout": "--dropout",
+    "patience": "--patience",
+}
 
 
 def build_parser():
@@ -102,23 +117,17 @@ def build_parser():
 
 def _train(args):
     from ..datacube import load_datacube
-    from ..training import model_output_paths, split_validation
+    from ..training import model_output_paths, train_model
 
     model_file, report_dir = model_output_paths(
         args.model_path, args.model_name, overwrite=args.overwrite
     )
+    # Before hours of training: the model (replaced only with --overwrite, checked
+    # above) and the report folder must be writable.
+    check_outputs([model_file], "the model of this name (--overwrite)")
+    check_output_folder(report_dir, "the plots and diagnostics of an earlier training")
     cube = load_datacube(args.cube)
-    train, valid = split_validation(cube, args.frac, random_state=args.seed)
-    say(
-        f"{len(cube)} cutouts {'x'.join(map(str, cube.cube.shape[1:]))} "
-        f"({', '.join(cube.channels)}): "
-        f"{len(train)} for training, {len(valid)} held out for validation"
-    )
     from ..classifier import CutoutClassifier
-    from ..model_files import save_model
-    from ..plots import plot_history
-    from ..report import write_report
-    from ..training import train_on_cube
 
     classifier = CutoutClassifier(
         network=args.network,
@@ -133,31 +142,35 @@ def _train(args):
         random_state=args.seed,
         verbose=args.verbose,
     )
+
+    def on_split(train, valid):
+        say(
+            f"{len(cube)} cutouts {'x'.join(map(str, cube.cube.shape[1:]))} "
+            f"({', '.join(cube.channels)}): "
+            f"{len(train)} for training, {len(valid)} held out for validation"
+        )
+        say(
+            f"training ({args.network} network, {args.normalisation} normalisation, "
+            f"up to {args.epochs} epochs) ..."
+        )
+
+    result = train_model(
+        cube,
+        classifier,
+        validation_fraction=args.frac,
+        calibrate=args.calibrate,
+        threshold=args.threshold,
+        target_recall=args.target_recall,
+        target_fpr=args.target_fpr,
+        random_state=args.seed,
+        on_split=on_split,
+    )
+    _say_tuning(result)
+    report = result.write(model_file, report_dir, plots=args.plots, overwrite=args.overwrite)
     say(
-        f"training ({args.network} network, {args.normalisation} normalisation, "
-        f"up to {args.epochs} epochs) ..."
+        f"trained for {result.n_epochs} epochs; diagnostics on the "
+        f"{len(result.validation)} validation cutouts:"
     )
-    train_on_cube(train, classifier)
-    n_epochs = len(classifier.history_["loss"])
-    valid, threshold, extra = _tune(classifier, valid, args, report_dir)
-    _check_bfloat16(classifier, valid)
-    save_model(classifier, model_file, channels=cube.channels, extra=extra)
-    valid.save(report_dir / "validation_set" / "datacube" / "cube_validation.npz")
-    p_real = classifier.predict_proba(valid.cube)[:, 1]
-    report = write_report(
-        valid.labels,
-        p_real,
-        report_dir,
-        threshold=threshold,
-        keywords=valid.keywords,
-        stamps=valid.cube if args.plots else None,
-        channels=valid.channels,
-        curves=args.plots,
-    )
-    if args.plots:
-        for metric in ("loss", "accuracy"):
-            plot_history(classifier.history_, report_dir / f"{metric}_vs_epochs.png", metric=metric)
-    say(f"trained for {n_epochs} epochs; diagnostics on the {len(valid)} validation cutouts:")
     say(report["text"])
     for what, why in report["skipped"]:
         say(f"skipped {what}: {why}")
@@ -166,9 +179,30 @@ def _train(args):
     return 0
 
 
-def _check_bfloat16(classifier, valid):
-    """Store how far bfloat16 scoring moves P(real) on the validation cutouts."""
-    check = classifier.check_bfloat16(valid.cube)
+def _say_tuning(result):
+    """What calibration, the threshold rule and the bfloat16 check found."""
+    if result.tuning is not None:
+        say(
+            f"validation part split in two: {len(result.tuning)} cutouts to calibrate and "
+            f"choose the threshold (cube_tuning.npz), {len(result.validation)} to evaluate "
+            "(cube_validation.npz)"
+        )
+    if result.brier_after is not None:
+        say(
+            f"calibrated ({result.classifier.calibration_!r}); Brier score on the evaluation "
+            f"half: {result.brier_before:.4f} before, {result.brier_after:.4f} after "
+            "calibration (lower is better)"
+        )
+    if result.threshold_rule is not None:
+        rule = {k: v for k, v in result.threshold_rule.items() if k != "n_tuning"}
+        ((name, value),) = rule.items()
+        diag = result.threshold_diagnostics
+        say(
+            f"threshold {result.threshold:.4g} chosen for {name.replace('_', ' ')} {value:g}; "
+            f"on the evaluation half: recall {diag['recall']:.3f}, false-positive rate "
+            f"{diag['fpr']:.3f}"
+        )
+    check = result.bfloat16_check
     verdict = (
         "otrain-infer will score in bfloat16 where the CPU has it"
         if check["passed"]
@@ -180,68 +214,10 @@ def _check_bfloat16(classifier, valid):
     )
 
 
-def _tune(classifier, valid, args, report_dir):
-    """Calibrate and choose the threshold on half of ``valid``; evaluate on the other.
-
-    The calibration map and the threshold are fitted on the "tuning" half; the
-    diagnostics are computed on the "evaluation" half, which neither has seen, so the
-    Brier score, recall and false-positive rate reported are honest estimates.
-    Without --calibrate or --target-*, the whole validation part is evaluated.
-    """
-    from ..diagnostics import binary_diagnostics
-    from ..thresholds import DEFAULT_THRESHOLD, choose_threshold
-    from ..training import split_validation
-
-    target = {"target_recall": args.target_recall, "target_fpr": args.target_fpr}
-    target = {k: v for k, v in target.items() if v is not None}
-    if not args.calibrate and not target:
-        threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-        return valid, threshold, {"threshold": threshold}
-    for name, value in target.items():
-        if not 0 < value <= 1:
-            raise ValueError(f"--{name.replace('_', '-')} must lie in (0, 1], got {value}")
-    tune, evaluate = split_validation(valid, 0.5, random_state=args.seed)
-    tune.save(report_dir / "validation_set" / "datacube" / "cube_tuning.npz")
-    say(
-        f"validation part split in two: {len(tune)} cutouts to calibrate and choose the "
-        f"threshold (cube_tuning.npz), {len(evaluate)} to evaluate (cube_validation.npz)"
-    )
-    extra = {}
-    if args.calibrate:
-        before = binary_diagnostics(evaluate.labels, classifier.predict_proba(evaluate.cube)[:, 1])[
-            "brier"
-        ]
-        classifier.calibrate(tune.cube, tune.labels, method=args.calibrate)
-        after = binary_diagnostics(evaluate.labels, classifier.predict_proba(evaluate.cube)[:, 1])[
-            "brier"
-        ]
-        say(
-            f"calibrated ({classifier.calibration_!r}); Brier score on the evaluation "
-            f"half: {before:.4f} before, {after:.4f} after calibration (lower is better)"
-        )
-    if target:
-        threshold = choose_threshold(
-            tune.labels, classifier.predict_proba(tune.cube)[:, 1], **target
-        )
-        ((name, value),) = target.items()
-        extra["threshold_rule"] = {name: value, "n_tuning": len(tune)}
-        p_eval = classifier.predict_proba(evaluate.cube)[:, 1]
-        diag = binary_diagnostics(evaluate.labels, p_eval, threshold)
-        say(
-            f"threshold {threshold:.4g} chosen for {name.replace('_', ' ')} {value:g}; on the "
-            f"evaluation half: recall {diag['recall']:.3f}, false-positive rate "
-            f"{diag['fpr']:.3f}"
-        )
-    else:
-        threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    extra["threshold"] = threshold
-    return evaluate, threshold, extra
-
-
 def main(argv=None):
     """Run otrain-train; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return run(PROG, _train, args, needs_tensorflow=True)
+    return run(PROG, _train, args, needs_tensorflow=True, flags=FLAGS)
 
 
 if __name__ == "__main__":

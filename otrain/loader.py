@@ -1,9 +1,9 @@
 """The scikit-learn face of :mod:`otrain.cutouts`: :class:`CutoutLoader`.
 
 It lives apart from the readers because importing scikit-learn costs most of a
-second, which the commands that only read files (``otrain-convert``) should not pay;
-:mod:`otrain.cutouts` serves it on first use, and it is documented and pickled as
-``otrain.cutouts.CutoutLoader``.
+second, which the commands that only read files (``otrain-convert``) should not pay.
+Pickles made by otrain 0.1.0 name it ``otrain.cutouts.CutoutLoader``; that name
+still loads (see :mod:`otrain.cutouts`).
 """
 
 import os
@@ -11,7 +11,8 @@ import os
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .cutouts import DEFAULT_CHANNELS, _check_channels, _check_cutout_size, load_cutouts
+from ._validation import check_channels, check_cutout_size
+from .cutouts import DEFAULT_CHANNELS, load_cutouts
 
 __all__ = ["CutoutLoader"]
 
@@ -58,8 +59,8 @@ class CutoutLoader(TransformerMixin, BaseEstimator):
         -------
         self : CutoutLoader
         """
-        _check_channels(self.channels)
-        _check_cutout_size(self.cutout_size)
+        check_channels(self.channels)
+        check_cutout_size(self.cutout_size)
         return self
 
     def transform(self, X):
@@ -116,5 +117,3 @@ def _as_paths(X):
         )
     return [os.fspath(p) for p in array]
 
-
-CutoutLoader.__module__ = "otrain.cutouts"
