@@ -21,7 +21,7 @@ from ._atomic import atomic_output, ensure_folder
 from .datacube import keyword_column
 from .diagnostics import binary_diagnostics, format_diagnostics
 
-__all__ = ["write_report", "PLOT_NAMES"]
+__all__ = ["write_report", "report_cautions", "PLOT_NAMES", "MIN_VALIDATION_PER_CLASS"]
 
 #: The plots of a report, by file name.
 PLOT_NAMES = (
@@ -89,14 +89,18 @@ def write_report(
     Returns
     -------
     dict
-        ``diagnostics`` (the numbers), ``text`` (formatted), ``files`` (paths
-        written) and ``skipped`` (plots not drawn, with the reason).
+        ``diagnostics`` (the numbers), ``text`` (formatted, cautions last),
+        ``files`` (paths written), ``skipped`` (plots not drawn, with the reason) and
+        ``cautions`` (see :func:`report_cautions`).
     """
     y_true = np.asarray(y_true, dtype=int)
     p_real = np.asarray(p_real, dtype=np.float64)
     outdir = ensure_folder(outdir)
     diag = binary_diagnostics(y_true, p_real, threshold=threshold)
+    cautions = report_cautions(y_true, p_real, threshold)
     text = format_diagnostics(diag)
+    if cautions:
+        text += "\n\n" + "\n".join(f"caution: {c}" for c in cautions)
     files, skipped = [], []
     with atomic_output(outdir / "diagnostics.txt") as tmp:
         tmp.write_text(text + "\n")
@@ -116,7 +120,53 @@ def write_report(
         )
     if copy_misclassified:
         files.extend(_copy_misclassified(outdir, y_true, wrong, keywords))
-    return {"diagnostics": diag, "text": text, "files": files, "skipped": skipped}
+    return {
+        "diagnostics": diag,
+        "text": text,
+        "files": files,
+        "skipped": skipped,
+        "cautions": cautions,
+    }
+
+
+#: Fewer stamps of a class than this in a validation set make its numbers too noisy
+#: to trust (an MCC moves by tenths with one stamp).
+MIN_VALIDATION_PER_CLASS = 30
+
+
+def report_cautions(y_true, p_real, threshold=0.5):
+    """Why the diagnostics of ``p_real`` against ``y_true`` may not be trusted.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n,)
+        1 real, 0 bogus.
+    p_real : array-like of shape (n,)
+    threshold : float, default 0.5
+
+    Returns
+    -------
+    list of str
+        One sentence each: a class with fewer than :data:`MIN_VALIDATION_PER_CLASS`
+        stamps, a model calling every candidate one class. Empty when none applies.
+    """
+    y_true = np.asarray(y_true, dtype=int)
+    called_real = np.asarray(p_real, dtype=np.float64) >= threshold
+    cautions = []
+    for label, name in ((1, "real"), (0, "bogus")):
+        count = int(np.sum(y_true == label))
+        if count < MIN_VALIDATION_PER_CLASS:
+            cautions.append(
+                f"only {count} {name} candidates in the validation set (fewer than "
+                f"{MIN_VALIDATION_PER_CLASS}): these numbers are noisy; validate on more"
+            )
+    if len(called_real) and (called_real.all() or not called_real.any()):
+        which = "real" if called_real.all() else "bogus"
+        cautions.append(
+            f"the model calls every candidate {which} at threshold {threshold:g}: it has "
+            "not learnt to separate the classes (train longer or on more stamps)"
+        )
+    return cautions
 
 
 def _write_curves(y_true, p_real, outdir, threshold, keywords, files, skipped):

@@ -282,3 +282,26 @@ def test_match_simulated_custom_columns_and_missing_column():
         ValueError, match=r"inference table has no column 'cand_ID' \(columns: candid\)"
     ):
         match_simulated(infer, xmatch)
+
+
+# -- when the report cannot be trusted -------------------------------------------------
+
+
+def test_report_cautions_small_sets_and_one_class_models(tmp_path):
+    from otrain.report import report_cautions, write_report
+
+    y = np.array([1] * 12 + [0] * 40)
+    p = np.where(y == 1, 0.9, 0.1)
+    cautions = report_cautions(y, p)
+    assert cautions == [
+        "only 12 real candidates in the validation set (fewer than 30): these numbers "
+        "are noisy; validate on more"
+    ]
+    everything_real = report_cautions(y, np.full(len(y), 0.7))
+    assert any("calls every candidate real at threshold 0.5" in c for c in everything_real)
+    big = np.array([1] * 40 + [0] * 40)
+    assert report_cautions(big, np.where(big == 1, 0.8, 0.3)) == []
+    report = write_report(y, p, tmp_path, curves=False)
+    assert report["cautions"] == cautions
+    assert "caution: only 12 real candidates" in report["text"]
+    assert "caution: only 12 real" in (tmp_path / "diagnostics.txt").read_text()

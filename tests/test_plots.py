@@ -183,6 +183,40 @@ def test_roc_groups_skip_empty_and_one_class_bins(data, tmp_path, captured):
     assert any(t.startswith(f"all candidates (n={len(y)}), AUC ") for t in texts)
 
 
+def test_bins_too_small_to_judge_are_greyed_without_a_score(tmp_path, captured):
+    rng = np.random.default_rng(3)
+    y = np.array([1] * 60 + [0] * 60)
+    p = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(0, 0.2, 120), 0, 1)
+    mag = np.full(120, 17.0)
+    mag[[0, 1, 60]] = 20.5  # a faint bin of 3: 2 real, 1 bogus
+    plots.plot_roc(y, p, tmp_path / "roc.png", groups=(mag, [15, 19, 21], "mag"))
+    fig = captured[0]
+    texts = legend_texts(fig)
+    assert "19.0 ≤ mag ≤ 21.0 (n=3: 2 real, 1 bogus; too few)" in texts
+    assert not any(t.startswith("19.0") and "AUC" in t for t in texts)
+    assert any(t.startswith("15.0 ≤ mag < 19.0 (n=117), AUC ") for t in texts)
+    assert any("fewer than 10 real or bogus" in t for t in texts)
+    # The chance diagonal of the linear panel starts at (0, 0).
+    full = fig.axes[0]
+    chance = [line for line in full.get_lines() if line.get_label() == "chance"][0]
+    assert chance.get_xdata()[0] == 0 and chance.get_ydata()[0] == 0
+
+
+def test_count_axes_and_short_histories_read_plainly(tmp_path, captured):
+    # Two candidates: a log count axis spanning less than a decade.
+    plots.plot_probability_distribution([0, 1], [0.2, 0.9], tmp_path / "p.png")
+    fig = captured[0]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert labels and not any("10^" in s or "times" in s or "×" in s for s in labels)
+    plots.plot_history({"loss": [0.7], "val_loss": [0.72]}, tmp_path / "h.png")
+    ax = captured[1].axes[0]
+    captured[1].canvas.draw()
+    assert ax.get_xlim() == (0.5, 1.5)
+    ticks = [t for t in ax.get_xticks() if 0.5 <= t <= 1.5]
+    assert ticks == [1.0]
+
+
 def test_roc_needs_both_classes(tmp_path):
     with pytest.raises(ValueError, match="needs both real and bogus"):
         plots.plot_roc([1, 1], [0.2, 0.9], tmp_path / "roc.png")

@@ -31,6 +31,10 @@ _NAN_COLOUR = "#ff00ff"
 _NAN_COLOUR_NAME = "magenta"
 # Bins of P(real) for histograms: 40 bins of width 0.025.
 _P_BINS = np.linspace(0.0, 1.0, 41)
+# A curve of a bin holding fewer stamps of a class than this says little (an AUC of
+# 1.000 from two stamps): such bins are greyed, without a score, and say why.
+MIN_PER_CLASS = 10
+_GREYED = {"color": "0.7", "linewidth": 1.0, "linestyle": ":"}
 
 
 def _figure(width=6.4, height=4.8):
@@ -116,6 +120,19 @@ def _ordered_colours(n, cmap="viridis", stop=0.9):
 def _note(label):
     """A legend entry that is only text."""
     return Line2D([], [], linestyle="none", marker="none", label=label)
+
+
+def _count_axis(axis):
+    """Plain numbers (1, 2, 5, 10, 20...) on a logarithmic axis of counts.
+
+    Matplotlib labels the minor ticks of a log axis spanning less than a decade as
+    ``2x10^0``; counts read better as they are.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _add_legend(ax, notes=(), *, headroom=False, below=False, **kwargs):

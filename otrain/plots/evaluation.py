@@ -20,12 +20,15 @@ from ..diagnostics import (
 from . import _common
 from ._common import (
     _BOGUS,
+    _GREYED,
     _MARK,
     _P_BINS,
     _REAL,
+    MIN_PER_CLASS,
     _add_legend,
     _bins,
     _check_groups,
+    _count_axis,
     _decimals,
     _figure,
     _missing_note,
@@ -42,20 +45,26 @@ __all__ = [
 ]
 
 
-def _roc_curve(ax, y, p, label, **style):
+def _roc_curve(ax, y, p, label, score=True, **style):
     fpr, tpr, _ = roc_curve(y, p)
-    auc = roc_auc_score(y, p)
-    ax.plot(fpr, tpr, label=f"{label}, AUC {auc:.3f}", **style)
+    if score:
+        label = f"{label}, AUC {roc_auc_score(y, p):.3f}"
+    ax.plot(fpr, tpr, label=label, **style)
 
 
-def _pr_curve(ax, y, p, label, **style):
+def _pr_curve(ax, y, p, label, score=True, **style):
     precision, recall, _ = precision_recall_curve(y, p)
-    ap = average_precision_score(y, p)
-    ax.plot(recall, precision, drawstyle="steps-post", label=f"{label}, AP {ap:.3f}", **style)
+    if score:
+        label = f"{label}, AP {average_precision_score(y, p):.3f}"
+    ax.plot(recall, precision, drawstyle="steps-post", label=label, **style)
 
 
 def _draw_by_group(ax, y, p, groups, draw):
-    """Draw one curve per bin of checked ``groups`` (or one overall); return legend notes."""
+    """Draw one curve per bin of checked ``groups`` (or one overall); return legend notes.
+
+    A bin with fewer than ``MIN_PER_CLASS`` stamps of a class is drawn grey and
+    dotted, without a score: its curve is a handful of steps, its AUC chance.
+    """
     overall = f"all candidates (n={len(y)})"
     if groups is None:
         draw(ax, y, p, overall, color="tab:blue", linewidth=2)
@@ -65,16 +74,34 @@ def _draw_by_group(ax, y, p, groups, draw):
     bins = list(_bins(values, edges))
     colours = _ordered_colours(len(bins))
     decimals = _decimals(edges)
+    greyed = 0
     for colour, (low, high, mask, last) in zip(colours, bins, strict=True):
         count = int(mask.sum())
         if count == 0:
             continue
         text = f"{_range_label(low, high, label, decimals, last)} (n={count}"
-        if len(np.unique(y[mask])) < 2:
+        n_real = int(y[mask].sum())
+        if n_real in (0, count):
             notes.append(f"{text}): not drawn, one class only")
+            continue
+        if min(n_real, count - n_real) < MIN_PER_CLASS:
+            greyed += 1
+            draw(
+                ax,
+                y[mask],
+                p[mask],
+                f"{text}: {n_real} real, {count - n_real} bogus; too few)",
+                score=False,
+                **_GREYED,
+            )
             continue
         draw(ax, y[mask], p[mask], f"{text})", color=colour, linewidth=1.6)
     draw(ax, y, p, overall, color="black", linewidth=1.2, linestyle="--")
+    if greyed:
+        notes.append(
+            f"grey dotted: bins with fewer than {MIN_PER_CLASS} real or bogus "
+            "candidates, no score given"
+        )
     return notes
 
 
@@ -128,8 +155,8 @@ def plot_roc(y_true, p_real, path, *, groups=None):
     # positive rate at false positive rates of 1e-3 or less: a log axis shows that
     # corner. Below 1 / n_bogus there is no information; the axis starts just under.
     low = max(0.5 / np.count_nonzero(y == 0), 1e-6)
-    for ax in (full, zoom):
-        ax.plot([low, 1], [low, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    for ax, start in ((full, 0.0), (zoom, low)):
+        ax.plot([start, 1], [start, 1], color="grey", linestyle=":", linewidth=1, label="chance")
         ax.set_xlabel("false positive rate (fraction of bogus called real)")
         ax.set_ylabel("true positive rate (fraction of real called real)")
         ax.grid(alpha=0.3)
@@ -286,6 +313,7 @@ def plot_probability_distribution(y_true, p_real, path, threshold=0.5):
         ax.hist(values, bins=_P_BINS, histtype="step", color=colour, linewidth=1.6, label=label)
     ax.axvline(threshold, color=_MARK, linestyle="--", label=f"threshold {threshold:.2f}")
     ax.set_yscale("log")
+    _count_axis(ax.yaxis)
     ax.set_xlim(0, 1)
     ax.set_xlabel("P(real)")
     ax.set_ylabel(f"candidates per bin (bin width {_P_BINS[1]:.3f})")
@@ -367,6 +395,7 @@ def plot_reliability(y_true, p_real, path, n_bins=10):
     _add_legend(top, loc="upper left")
     bottom.hist(p, bins=edges, color="tab:blue", alpha=0.5, edgecolor="tab:blue")
     bottom.set_yscale("log")
+    _count_axis(bottom.yaxis)
     bottom.set_xlabel("P(real)")
     bottom.set_ylabel("candidates per bin")
     bottom.grid(alpha=0.3)

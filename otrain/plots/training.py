@@ -74,7 +74,9 @@ def plot_history(history, path, metric="loss"):
                 linestyle="none",
                 label=f"best validation: epoch {best + 1}, {valid[best]:.4g}",
             )
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    # Whole epochs only, however few: one epoch is one point at 1, not 0.945...1.055.
+    ax.set_xlim(0.5, max(len(train), 1) + 0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel(name)
     ax.set_title(f"{name.capitalize()} per epoch")
