@@ -287,6 +287,7 @@ def test_rejected_keras_file_reports_keras_reason_whole(tmp_path):
     with pytest.raises(Exception) as keras_error, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         keras.saving.load_model(broken, compile=False)
+
     # The reason quotes freshly initialised weights: compare it without the numbers.
     def numbers_out(text):
         return re.sub(r"\s+", "", re.sub(r"-?\d+\.\d*(e[-+]?\d+)?", "#", text))
@@ -328,3 +329,63 @@ def test_crafted_model_through_the_command(tmp_path, capsys):
     assert code == 2
     assert len(err) == 1 and "'evil' (Lambda)" in err[0]
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------------------
+# No work thrown away: outputs checked before the long work, one overwrite policy
+# --------------------------------------------------------------------------------------
+
+
+def test_train_checks_its_outputs_before_training(tmp_path, capsys):
+    from otrain.cli import train
+
+    rng = np.random.default_rng(0)
+    cube = tmp_path / "cube.npz"
+    np.savez(cube, cube=rng.normal(size=(20, 16, 16, 1)).astype(np.float32), labels=[0, 1] * 10)
+    (tmp_path / "model" / "CNN_training").mkdir(parents=True)
+    # A file where the report folder goes: writing it would fail after the training.
+    (tmp_path / "model" / "CNN_training" / "m").write_text("in the way")
+    argv = ["--cube", cube, "--model-path", tmp_path / "model", "--model-name", "m"]
+    assert train.main([str(a) for a in argv]) == 2
+    captured = capsys.readouterr()
+    assert "training (" not in captured.out
+    assert "cannot create the output folder" in captured.err
+    assert not (tmp_path / "model" / "CNN_training" / "m.h5").exists()
+
+
+def test_export_never_replaces_a_model_without_overwrite(tmp_path, capsys):
+    from otrain.cli import export
+
+    output = tmp_path / "model.onnx"
+    output.write_bytes(b"an earlier export")
+    argv = ["--model", str(tmp_path / "missing.keras"), "--output", str(output)]
+    assert export.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "exists; give another --output or --overwrite" in err
+    assert output.read_bytes() == b"an earlier export"
+
+
+def test_folders_of_derived_outputs_are_replaced_and_said_so(tmp_path, capsys):
+    from otrain.cli._common import check_output_folder
+    from otrain.exceptions import OutputError
+
+    folder = tmp_path / "plots"
+    check_output_folder(folder, "the plots of an earlier run")
+    assert capsys.readouterr().out == ""
+    (folder / "roc.png").write_bytes(b"png")
+    check_output_folder(folder, "the plots of an earlier run")
+    assert capsys.readouterr().out == f"replacing the plots of an earlier run in {folder}\n"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot create the output folder"):
+        check_output_folder(tmp_path / "file" / "plots", "plots")
+
+
+def test_checkinfer_answers_to_otrains_old_name():
+    import shutil
+    import subprocess
+
+    exe = shutil.which("otrain-cnn_checkinfer")
+    assert exe is not None, "pip install -e . installs the otrain-cnn_checkinfer alias"
+    done = subprocess.run([exe, "-h"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--infer" in done.stdout
+    assert done.stdout.startswith("usage: otrain-cnn_checkinfer")

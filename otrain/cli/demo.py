@@ -3,7 +3,7 @@
 import shlex
 import sys
 
-from ._common import make_parser, run, say
+from ._common import check_output_folder, make_parser, run, say
 
 PROG = "otrain-demo"
 
@@ -59,12 +59,10 @@ def _step(title, prog, main, argv):
 
 
 def _demo(args):
-    from pathlib import Path
-
     from ..datasets import make_demo_data
     from . import checkinfer, convert, infer, optimise_dataset_size, train
 
-    out = Path(args.outdir)
+    out = check_output_folder(args.outdir, "the outputs of an earlier demo")
     say(f"making synthetic candidates in {out / 'data'} ...")
     made = make_demo_data(
         out / "data",
