@@ -89,10 +89,13 @@ def remove_stale_temporaries(path):
 
 
 def check_folder(folder):
-    """Create ``folder`` if needed and check that a file can be written in it.
+    """Check that ``folder`` can be created (if missing) and written, without creating it.
 
-    A file is created and removed: the only test that holds for every file system
+    A file is created and removed in the folder, or in its nearest existing parent
+    when the folder does not exist yet: the only test that holds for every file system
     and user, root included (``os.access`` says yes to root on a read-only folder).
+    Nothing is left behind, so a command that stops later on bad input leaves no
+    empty folder.
 
     Returns
     -------
@@ -103,13 +106,22 @@ def check_folder(folder):
     OutputError
         Naming the folder and why.
     """
-    folder = ensure_folder(folder)
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(
+            f"cannot create the output folder {folder}: {existing} is a file; "
+            "choose a folder you can write to"
+        )
     try:
-        with tempfile.TemporaryFile(dir=folder, prefix=".otrain-write-check."):
+        with tempfile.TemporaryFile(dir=existing, prefix=".otrain-write-check."):
             pass
     except OSError as err:
+        where = folder if existing == folder else f"{folder} (in {existing})"
         raise OutputError(
-            f"cannot write to the output folder {folder}: {err.strerror or err}; "
+            f"cannot write to the output folder {where}: {err.strerror or err}; "
             "choose a folder you can write to"
         ) from err
     return folder

@@ -372,6 +372,8 @@ def test_folders_of_derived_outputs_are_replaced_and_said_so(tmp_path, capsys):
     folder = tmp_path / "plots"
     check_output_folder(folder, "the plots of an earlier run")
     assert capsys.readouterr().out == ""
+    assert not folder.exists()  # checked, not created: a later failure leaves nothing
+    folder.mkdir()
     (folder / "roc.png").write_bytes(b"png")
     check_output_folder(folder, "the plots of an earlier run")
     assert capsys.readouterr().out == f"replacing the plots of an earlier run in {folder}\n"

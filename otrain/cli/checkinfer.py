@@ -6,7 +6,7 @@ Flag for flag compatible with O'TRAIN's ``otrain-checkinfer``, aliases included.
 import argparse
 from pathlib import Path
 
-from ._common import make_parser, run, say
+from ._common import check_output_folder, make_parser, run, say
 
 PROG = "otrain-checkinfer"
 
@@ -99,10 +99,13 @@ def _body(args):
         f"read {len(infer)} candidates from {infer.meta['path']} and "
         f"{len(crossmatch)} simulated sources from {crossmatch.meta['path']}"
     )
+    plots = check_output_folder(
+        Path(args.plots) / "CheckInfer", "the check plots of an earlier run"
+    )
     result = check_inference(
         infer,
         crossmatch,
-        Path(args.plots) / "CheckInfer",
+        plots,
         maglim=args.maglim,
         problim=args.problim,
         fwhm_ratio=(args.fwhm_ratio_lower, args.fwhm_ratio_upper),
