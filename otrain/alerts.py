@@ -451,82 +451,173 @@ def _pyarrow_parquet(path):
     return pq
 
 
-class _AvroFile:
-    """The alerts of one Avro container file, decoded once (fields used only)."""
+class _AlertFile:
+    """The alerts of one file, decoded a block (Avro) or row group (Parquet) at a time.
+
+    ``ids`` lists every alert's id in the file's order; :meth:`alert` decodes the
+    block holding the one asked for and keeps that block only, so that a file of a
+    million alerts read in order decodes each block once and holds one in memory.
+    """
+
+    def __len__(self):
+        return len(self.ids)
+
+    def alert(self, number):
+        """The ``number``-th alert of the file (an :func:`iter_alerts` dict)."""
+        block = int(np.searchsorted(self._starts, number, side="right")) - 1
+        if self._cached is None or self._cached[0] != block:
+            self._cached = (block, self._decode_block(block))
+        return self._cached[1][number - self._starts[block]]
+
+    def __iter__(self):
+        for block in range(len(self._starts)):
+            yield from (
+                self._cached[1]
+                if self._cached is not None and self._cached[0] == block
+                else self._decode_block(block)
+            )
+
+    def index(self, alert_id):
+        """Position of the first alert ``alert_id`` of the file, or None."""
+        if self._index is None:
+            self._index = {i: n for n, i in reversed(list(enumerate(self.ids)))}
+        return self._index.get(alert_id)
+
+
+class _AvroFile(_AlertFile):
+    """An Avro container file of ZTF or Rubin alert packets."""
 
     def __init__(self, path, data):
-        fastavro = _fastavro()
+        self.path = path
+        self.fastavro = _fastavro()
         header, offset = _avro_header(data, path)
         meta = header["meta"]
-        codec = meta.get("avro.codec", b"null").decode()
-        if codec not in ("null", "deflate"):
+        self.codec = meta.get("avro.codec", b"null").decode()
+        if self.codec not in ("null", "deflate"):
             raise CutoutError(
-                f"{path}: Avro blocks compressed with {codec!r}; otrain reads the 'null' and "
-                "'deflate' codecs the brokers use; write the file again with one of them",
+                f"{path}: Avro blocks compressed with {self.codec!r}; otrain reads the 'null' "
+                "and 'deflate' codecs the brokers use; write the file again with one of them",
                 path,
             )
-        schema = _schema(meta["avro.schema"], path)
-        self.survey = schema.survey
+        self.schema = _schema(meta["avro.schema"], path)
+        self.survey = self.schema.survey
         sync = header["sync"]
-        records = []
+        self._blocks, self.ids, starts = [], [], []
+        self._cached = self._index = None
         while offset < len(data):
             count, offset = _read_long(data, offset, path)
             size, offset = _read_long(data, offset, path)
-            block = data[offset : offset + size]
-            if len(block) != size or data[offset + size : offset + size + 16] != sync:
+            if offset + size + 16 > len(data) or data[offset + size : offset + size + 16] != sync:
                 raise CutoutError(f"{path}: truncated Avro file; download it again", path)
+            starts.append(len(self.ids))
+            self._blocks.append((offset, size, count))
+            if len(data) == offset + size + 16 and not self._blocks[:-1]:
+                # The whole file is this block (one-alert files): decode it once, now.
+                alerts = self._decode_block(0, data)
+                self._cached = (0, alerts)
+            else:
+                alerts = self._ids_of(data[offset : offset + size], count)
+            self.ids.extend(alert if isinstance(alert, str) else alert["id"] for alert in alerts)
             offset += size + 16
-            if codec == "deflate":
-                block = zlib.decompress(block, -15)
-            stream = io.BytesIO(block)
-            for _ in range(count):
-                try:
-                    records.append(_decode(fastavro, stream, block, count, schema))
-                except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError) as err:
-                    raise CutoutError(
-                        f"{path}: an Avro record cannot be decoded ({_short(err)}); the file "
-                        "is truncated or damaged, download it again",
-                        path,
-                    ) from err
-        if not records:
+        self._starts = np.array(starts, dtype=np.int64)
+        if not self.ids:
             raise CutoutError(f"{path}: holds no alert", path)
-        self.alerts = [_normalise(record, schema.survey, path) for record in records]
-        self.ids = [alert["id"] for alert in self.alerts]
+
+    def _records(self, block, count):
+        if self.codec == "deflate":
+            block = zlib.decompress(block, -15)
+        stream = io.BytesIO(block)
+        for _ in range(count):
+            try:
+                yield _decode(self.fastavro, stream, block, count, self.schema)
+            except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError) as err:
+                raise CutoutError(
+                    f"{self.path}: an Avro record cannot be decoded ({_short(err)}); the "
+                    "file is truncated or damaged, download it again",
+                    self.path,
+                ) from err
+
+    def _ids_of(self, block, count):
+        """The alert ids of a block, decoding no more than needed."""
+        schema = self.schema
+        if count == 1 and self.codec == "null" and schema.head is not None:
+            # The id is in the record's first fields: decode those only.
+            head = self.fastavro.schemaless_reader(
+                io.BytesIO(block), schema.head, schema.head_reader
+            )
+            return [_normalise(head, self.survey, self.path)["id"]]
+        return [
+            _normalise(record, self.survey, self.path)["id"]
+            for record in self._records(block, count)
+        ]
+
+    def _decode_block(self, number, data=None):
+        offset, size, count = self._blocks[number]
+        if data is None:
+            with open(self.path, "rb") as handle:
+                handle.seek(offset)
+                block = handle.read(size)
+        else:
+            block = data[offset : offset + size]
+        if len(block) != size:
+            raise CutoutError(f"{self.path}: truncated Avro file; download it again", self.path)
+        return [
+            _normalise(record, self.survey, self.path) for record in self._records(block, count)
+        ]
 
 
-class _ParquetFile:
-    """The alerts of one Parquet file (a broker's archive), columns used only."""
+class _ParquetFile(_AlertFile):
+    """A broker's Parquet file of ZTF or Rubin alerts, read a row group at a time."""
 
     def __init__(self, path):
         pq = _pyarrow_parquet(path)
         import pyarrow
 
+        self.path = path
+        self._arrow_errors = (OSError, ValueError, pyarrow.ArrowException)
         try:
-            table_schema = pq.read_schema(path)
-            names = set(table_schema.names)
+            self._file = pq.ParquetFile(path)
+            names = set(self._file.schema_arrow.names)
             if "diaSource" in names:
-                survey, columns = "rubin", ["diaSource"]
+                self.survey, columns, id_column = "rubin", ["diaSource"], "diaSourceId"
             elif "candidate" in names:
-                survey, columns = "ztf", ["candidate", "objectId"]
+                self.survey, columns, id_column = "ztf", ["candidate", "objectId"], "candid"
             else:
                 raise CutoutError(
                     f"{path}: a Parquet file without a 'candidate' or 'diaSource' column, "
                     "not ZTF or Rubin alerts; give alert files",
                     path,
                 )
-            columns += [c for c in CHANNEL_FIELDS.values() if c in names]
-            table = pq.read_table(path, columns=[c for c in columns if c in names])
+            self._columns = [c for c in (*columns, *CHANNEL_FIELDS.values()) if c in names]
+            if id_column in names:
+                ids = self._file.read(columns=[id_column]).column(0).to_pylist()
+            else:  # the id inside the record only: read the record (no stamps)
+                rows = self._file.read(columns=columns[:1]).to_pylist()
+                ids = [_normalise(row, self.survey, path)["id"] for row in rows]
         except CutoutError:
             raise
-        except (OSError, ValueError, pyarrow.ArrowException) as err:
+        except self._arrow_errors as err:
             raise CutoutError(
                 f"{path}: not a readable Parquet file ({_short(err)}); download it again", path
             ) from err
-        self.survey = survey
-        self.alerts = [_normalise(row, survey, path) for row in table.to_pylist()]
-        if not self.alerts:
+        self.ids = ["" if i is None else str(i) for i in ids]
+        if not self.ids:
             raise CutoutError(f"{path}: holds no alert", path)
-        self.ids = [alert["id"] for alert in self.alerts]
+        sizes = [
+            self._file.metadata.row_group(g).num_rows for g in range(self._file.num_row_groups)
+        ]
+        self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self._cached = self._index = None
+
+    def _decode_block(self, number):
+        try:
+            rows = self._file.read_row_group(number, columns=self._columns).to_pylist()
+        except self._arrow_errors as err:
+            raise CutoutError(
+                f"{self.path}: not a readable Parquet file ({_short(err)}); download it again",
+                self.path,
+            ) from err
+        return [_normalise(row, self.survey, self.path) for row in rows]
 
 
 def _decode(fastavro, stream, block, count, schema):
@@ -668,7 +759,7 @@ def iter_alerts(path):
         If the file is not a readable ZTF or Rubin alert file.
     """
     path = os.fspath(path)
-    yield from _open(path).alerts
+    yield from _open(path)
 
 
 # ---------------------------------------------------------------- records
@@ -976,19 +1067,17 @@ def _find(reference):
     path, alert_id = split_reference(reference)
     decoded = _open(path)
     if alert_id is None:
-        if len(decoded.alerts) != 1:
+        if len(decoded) != 1:
             raise CutoutError(
-                f"{path}: holds {len(decoded.alerts)} alerts; name one as "
+                f"{path}: holds {len(decoded)} alerts; name one as "
                 f"{make_reference(path, decoded.ids[0])} (a folder scan lists them all)",
                 path,
             )
-        return decoded.alerts[0]
-    index = getattr(decoded, "index", None)
-    if index is None:
-        index = decoded.index = {i: n for n, i in reversed(list(enumerate(decoded.ids)))}
-    if alert_id not in index:
+        return decoded.alert(0)
+    number = decoded.index(alert_id)
+    if number is None:
         raise CutoutError(f"{reference}: {path} holds no alert {alert_id}; check the id", reference)
-    return decoded.alerts[index[alert_id]]
+    return decoded.alert(number)
 
 
 # ---------------------------------------------------------------- writing

@@ -124,6 +124,23 @@ def test_fink_parquet_gives_the_pixels_of_the_same_alerts_as_fits(ztf_alerts, zt
     assert np.isfinite(keywords["drb"]).all()
 
 
+def test_parquet_row_groups_are_read_one_at_a_time(ztf_alerts, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    regrouped = tmp_path / "regrouped.parquet"
+    pq.write_table(pq.read_table(FINK), regrouped, row_group_size=10)
+    assert pq.ParquetFile(regrouped).num_row_groups == 6
+    references = list(alerts.iter_references(regrouped))
+    expected, expected_keywords, _ = load_cutouts(
+        list(alerts.iter_references(FINK)), channels=CHANNELS
+    )
+    # Out of order too: each row group is decoded when one of its alerts is asked for.
+    order = np.random.default_rng(0).permutation(len(references))
+    cube, keywords, _ = load_cutouts([references[i] for i in order], channels=CHANNELS)
+    np.testing.assert_array_equal(cube, expected[order])
+    assert list(keywords["candid"]) == [expected_keywords["candid"][i] for i in order]
+    assert [a["id"] for a in alerts.iter_alerts(regrouped)] == list(expected_keywords["candid"])
+
+
 def test_references_name_one_alert_of_a_file_of_many(ztf_alerts):
     first = alerts.split_reference(next(alerts.iter_references(FINK)))
     assert first[0] == str(FINK) and first[1].isdigit()
