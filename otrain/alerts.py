@@ -52,10 +52,12 @@ cached, so the references of one file read in a row decode that file once.
 """
 
 import collections
+import contextlib
 import functools
 import io
 import json
 import math
+import mmap
 import os
 import threading
 import warnings
@@ -635,23 +637,19 @@ def _avro_count(path):
     """Number of records of an Avro file (block counts), None for other files."""
     if not path.lower().endswith(".avro"):
         return None
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    _, offset = _avro_header(data, path)
-    total = 0
-    while offset < len(data):
-        count, offset = _read_long(data, offset, path)
-        size, offset = _read_long(data, offset, path)
-        offset += size + 16
-        total += count
+    with _contents(path) as data:
+        _, offset = _avro_header(data, path)
+        total = 0
+        while offset < len(data):
+            count, offset = _read_long(data, offset, path)
+            size, offset = _read_long(data, offset, path)
+            offset += size + 16
+            total += count
     return total
 
 
 def _avro_header(data, path):
-    if not data.startswith(b"Obj\x01"):
+    if data[:4] != b"Obj\x01":
         raise CutoutError(
             f"{path}: not an Avro container file (it does not start with Avro's magic "
             "bytes); give ZTF or Rubin alert files",
@@ -720,17 +718,32 @@ def _open(path):
     if path.lower().endswith(".parquet"):
         decoded = _ParquetFile(path)
     else:
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError as err:
-            raise CutoutError(f"{path}: cannot be read ({err.strerror}); check it", path) from err
-        decoded = _AvroFile(path, data)
+        with _contents(path) as data:
+            decoded = _AvroFile(path, data)
     with _CACHE_LOCK:
         _CACHE[key] = decoded
         while len(_CACHE) > _CACHE_FILES:
             _CACHE.popitem(last=False)
     return decoded
+
+
+# Files larger than this are mapped, not read: indexing a broker's container of many
+# alerts then never holds the whole file in memory.
+_MAP_FROM = 16 * 2**20
+
+
+@contextlib.contextmanager
+def _contents(path):
+    """The bytes of a file: read whole when small, memory-mapped when large."""
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size < _MAP_FROM:
+                yield handle.read()
+                return
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                yield mapped
+    except OSError as err:
+        raise CutoutError(f"{path}: cannot be read ({err.strerror}); check it", path) from err
 
 
 def _clear_cache():

@@ -158,9 +158,11 @@ def test_references_name_one_alert_of_a_file_of_many(ztf_alerts):
 @pytest.mark.parametrize(
     ("codec", "sync_interval"), [("null", 16000), ("null", 10**8), ("deflate", 10**8)]
 )
-def test_containers_of_many_ztf_packets(ztf_alerts, tmp_path, codec, sync_interval):
+def test_containers_of_many_ztf_packets(ztf_alerts, tmp_path, monkeypatch, codec, sync_interval):
     # One record per block (brokers' files: cutouts found from the block's end), all in
     # one block (decoded in full), deflate-compressed blocks: the same candidates.
+    # Files this large are memory-mapped, not read whole.
+    monkeypatch.setattr(alerts, "_MAP_FROM", 2**16)
     path = ztf_alerts / "472263571115115000.avro"
     with open(path, "rb") as handle:
         reader = fastavro.reader(handle)
