@@ -42,13 +42,18 @@ of ZTF's 2016 pre-release packets), alerts without stamps and files that are not
 alert files raise a :class:`~otrain.exceptions.CutoutError`, which folder readers
 report as a skipped file.
 
-Reading speed
--------------
-A writer schema is parsed once per distinct schema, not once per file; records are
-decoded with a reader schema that keeps only the fields used (fastavro then skips the
-previous detections without building them); stamps are decompressed with zlib and
-decoded by otrain's fast FITS reader. The decoded records of the last few files are
-cached, so the references of one file read in a row decode that file once.
+Reading speed and memory
+------------------------
+A writer schema is parsed once per distinct schema, not once per file. In a block of
+one record (brokers write one alert per block) the cutouts, the record's last fields,
+are found from the block's end and the candidate is decoded up to itself, so the
+previous detections, most of a packet, are never walked; other blocks are decoded by
+fastavro with a reader schema that keeps only the fields used. Stamps are inflated
+by ISA-L where ``isal`` is installed (zlib otherwise) and decoded by otrain's fast
+FITS reader. A file is indexed once (its alert ids) and decoded a block (Avro) or row
+group (Parquet) at a time; the last few files keep their last decoded block, so the
+references of one file read in a row decode each block once and memory holds one
+block per file, however large the file (large Avro files are memory-mapped).
 """
 
 import collections
