@@ -125,7 +125,8 @@ def first_labels(y_pool, n, rng):
             return chosen
 
 
-def run(args):
+def run(args, path):
+    """Run every seed; the results so far are written to ``path`` after each seed."""
     import keras
     import tensorflow as tf
 
@@ -182,6 +183,7 @@ def run(args):
                 flush=True,
             )
         results["seeds"][str(seed)] = seed_result
+        path.write_text(json.dumps(results, indent=1))
     return results
 
 
@@ -328,13 +330,13 @@ def main():
         return
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    results = run(args)
-    results["seconds"] = time.perf_counter() - start
     name = args.dataset
     if name == "synthetic" and args.real_fraction != 0.15:
         name += f"_{round(100 * args.real_fraction)}pc_real"
     path = outdir / f"active_learning_{name}.json"
+    start = time.perf_counter()
+    results = run(args, path)
+    results["seconds"] = time.perf_counter() - start
     path.write_text(json.dumps(results, indent=1))
     print(summary(results))
     print(f"\n{results['seconds'] / 60:.1f} min; results in {path}")
