@@ -28,10 +28,23 @@ calibration is added to it (``otrain-export`` does, by default).
 
 import numpy as np
 
-__all__ = ["CALIBRATION_METHODS", "Calibration", "calibrate", "fit_calibration"]
+__all__ = [
+    "CALIBRATION_METHODS",
+    "Calibration",
+    "calibrate",
+    "fit_calibration",
+    "calibration_cautions",
+    "calibrate_model_file",
+    "MIN_CALIBRATION_STAMPS",
+]
 
 #: Calibration methods otrain stores and applies.
 CALIBRATION_METHODS = ("sigmoid", "isotonic")
+
+#: Fewest stamps of each class a method is fitted on before its map is trusted: a
+#: sigmoid has two numbers to fit, an isotonic map one step per distinct score and
+#: overfits small sets (scikit-learn advises against it below about a thousand).
+MIN_CALIBRATION_STAMPS = {"sigmoid": 50, "isotonic": 500}
 
 
 class Calibration:
@@ -187,3 +200,115 @@ def fit_calibration(classifier, X, y, *, method="sigmoid"):
     else:
         params = {"x": mapping.X_thresholds_.tolist(), "y": mapping.y_thresholds_.tolist()}
     return Calibration(method, params)
+
+
+def calibration_cautions(y, method):
+    """Why a calibration map fitted on labels ``y`` with ``method`` may not be trusted.
+
+    Parameters
+    ----------
+    y : array-like of shape (n,)
+        The labels the map is fitted on (1 real, 0 bogus).
+    method : {"sigmoid", "isotonic"}
+
+    Returns
+    -------
+    list of str
+        Empty when each class has at least :data:`MIN_CALIBRATION_STAMPS` stamps.
+    """
+    y = np.asarray(y)
+    need = MIN_CALIBRATION_STAMPS[method]
+    cautions = []
+    for label, name in ((1, "real"), (0, "bogus")):
+        count = int(np.sum(y == label))
+        if count < need:
+            cautions.append(
+                f"{method} calibration fitted on {count} {name} stamps, fewer than the "
+                f"{need} it needs to be trusted"
+                + ("; prefer sigmoid on small sets" if method == "isotonic" else "")
+            )
+    return cautions
+
+
+def calibrate_model_file(
+    model,
+    cube,
+    output,
+    *,
+    method="sigmoid",
+    target_recall=None,
+    target_fpr=None,
+    channels=None,
+    normalisation=None,
+    overwrite=False,
+):
+    """Calibrate a model file on a labelled datacube and write the result to ``output``.
+
+    Parameters
+    ----------
+    model : str or path-like
+        A model file (:func:`otrain.model_files.load_model`).
+    cube : str or path-like
+        A labelled datacube of stamps the network was not trained on; its channels
+        are matched to the model's.
+    output : str or path-like
+        The calibrated model file (``.keras`` or ``.h5``).
+    method : {"sigmoid", "isotonic"}, default "sigmoid"
+    target_recall, target_fpr : float, optional
+        Choose a new threshold on the calibrated P(real) of ``cube`` (see
+        :func:`otrain.thresholds.choose_threshold`); by default the model's stored
+        threshold is kept.
+    channels, normalisation : optional
+        For a legacy model without otrain metadata (see ``load_model``).
+    overwrite : bool, default False
+        Replace an existing ``output``.
+
+    Returns
+    -------
+    dict
+        ``calibration``, ``n_stamps``, ``n_real``, ``n_bogus``, ``brier_before``,
+        ``brier_after`` (on ``cube`` itself), ``threshold``, ``threshold_rule`` and
+        ``cautions`` (see :func:`calibration_cautions`).
+    """
+    from pathlib import Path
+
+    from .datacube import load_datacube
+    from .diagnostics import binary_diagnostics, score_datacube
+    from .exceptions import OutputError
+    from .model_files import load_model, save_model
+    from .thresholds import choose_threshold
+
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise OutputError(f"{output}: exists; give another output or overwrite=True")
+    if Path(model).resolve() == output.resolve():
+        raise OutputError(f"{output}: is the model being calibrated; give another output")
+    targets = {"target_recall": target_recall, "target_fpr": target_fpr}
+    targets = {k: v for k, v in targets.items() if v is not None}
+    if len(targets) > 1:
+        raise ValueError("give one of target_recall= and target_fpr=, not both")
+    data = load_datacube(cube)
+    classifier = load_model(model, channels=channels, normalisation=normalisation)
+    data, p_before, threshold = score_datacube(classifier, data, name=str(cube))
+    classifier.calibrate(data.cube, data.labels, method=method)
+    p_after = classifier.predict_proba(data.cube)[:, 1]
+    rule = None
+    if targets:
+        threshold = choose_threshold(data.labels, p_after, **targets)
+        rule = dict(targets)
+    classifier.set_threshold(threshold)
+    extra = {"calibration_stamps": len(data), "calibration_cube": str(cube)}
+    if rule is not None:
+        extra["threshold_rule"] = {**rule, "n_tuning": len(data)}
+    save_model(classifier, output, extra=extra)
+    return {
+        "calibration": classifier.calibration_,
+        "n_stamps": len(data),
+        "n_real": data.n_true,
+        "n_bogus": data.n_false,
+        "brier_before": binary_diagnostics(data.labels, p_before)["brier"],
+        "brier_after": binary_diagnostics(data.labels, p_after)["brier"],
+        "threshold": threshold,
+        "threshold_rule": rule,
+        "cautions": calibration_cautions(data.labels, method),
+    }

@@ -182,3 +182,60 @@ def test_mc_dropout_keeps_the_augmentation_off(stamps):
 def test_mc_dropout_errors(fitted, stamps):
     with pytest.raises(ValueError, match="at least 2"):
         fitted.predict_proba_mc(stamps[0][:2], n_samples=1)
+
+
+# -- otrain-calibrate ---------------------------------------------------------------------
+
+
+def test_otrain_calibrate_writes_a_new_calibrated_model(fitted, stamps, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from astropy.table import Table
+
+    from otrain.cli import calibrate as calibrate_cli
+    from otrain.datacube import Datacube
+
+    X, y = stamps
+    model = save_model(fitted, tmp_path / "m.keras", extra={"threshold": 0.4})
+    cube = Datacube(X[80:], y[80:], Table({"candid": [str(i) for i in range(40)]}), ("DIFF",))
+    cube_path = cube.save(tmp_path / "valid.npz")
+    before = model.read_bytes()
+    assert calibrate_cli.main(["--model", str(model), "--cube", str(cube_path)]) == 0
+    out = capsys.readouterr().out
+    output = tmp_path / "m_calibrated.keras"
+    n_real = int(y[80:].sum())
+    assert f"40 stamps ({n_real} real, {40 - n_real} bogus)" in out
+    assert "caution: sigmoid calibration fitted on" in out
+    assert f"calibrated model written to {output}" in out
+    assert model.read_bytes() == before  # the original is never touched
+    loaded = load_model(output)
+    assert loaded.calibration_.method == "sigmoid"
+    assert loaded.threshold_ == 0.4  # kept
+    assert read_record(output)["calibration_stamps"] == 40
+    # A trained model is not replaced without --overwrite; --target-recall picks anew.
+    assert calibrate_cli.main(["--model", str(model), "--cube", str(cube_path)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    argv = ["--model", str(model), "--cube", str(cube_path), "--target-recall", "0.9"]
+    assert calibrate_cli.main([*argv, "--overwrite", "--method", "isotonic"]) == 0
+    out = capsys.readouterr().out
+    assert "threshold" in out and "chosen for target recall 0.9" in out
+    assert "prefer sigmoid on small sets" in out
+    reloaded = load_model(output)
+    assert reloaded.calibration_.method == "isotonic"
+    p = reloaded.predict_proba(X[80:])[:, 1]
+    assert np.mean(p[y[80:] == 1] >= reloaded.threshold_) >= 0.9
+    # The installed command answers too.
+    bindir = sys.executable.rsplit("/", 1)[0]
+    result = subprocess.run(
+        [
+            f"{bindir}/otrain-calibrate",
+            *("--model", str(model), "--cube", str(tmp_path / "no.npz")),
+            *("--output", str(tmp_path / "other.keras")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "no.npz" in result.stderr
+    assert result.stderr.count("\n") == 1
