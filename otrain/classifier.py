@@ -442,6 +442,9 @@ class CutoutClassifier(KerasClassifier):
             initial_epoch=initial_epoch,
             validation_data=validation_data,
             callbacks=callbacks,
+            # The batches come in their seeded order; Keras would shuffle them again
+            # with Python's process-wide `random`.
+            shuffle=False,
             **fit_args,
         )
         if not warm_start or not getattr(self, "history_", None) or initial_epoch == 0:
