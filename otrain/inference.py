@@ -246,6 +246,7 @@ def score_files(
             pending = upcoming
     if tables:
         table = vstack(tables, metadata_conflicts="silent")
+        tables.clear()  # the chunks' copies go now, not when the function returns
     else:
         table = _empty_results(mc=mc_samples is not None, every_input=every_input)
     table.meta["threshold"] = threshold
@@ -434,6 +435,14 @@ def _empty_results(mc=False, every_input=False):
     return table
 
 
+def _is_utf8(column):
+    try:
+        "".join(np.asarray(column).tolist()).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def result_paths(folder):
     """The ``.dat`` and ``.ecsv`` files :func:`write_results` writes in ``folder``."""
     folder = Path(folder)
@@ -467,9 +476,11 @@ def write_results(table, folder, *, model_name, extra_meta=None):
         The ``.dat`` and ``.ecsv`` files, each written atomically.
     """
     dat, ecsv = result_paths(folder)
-    table = Table(table, copy=True)
-    for column in table.itercols():
-        if column.dtype.kind == "U":
+    # New columns over the same data (a table of every input can be large): only the
+    # text columns holding names that are not valid UTF-8 are copied, escaped.
+    table = Table(table, copy=False)
+    for column in list(table.itercols()):
+        if column.dtype.kind == "U" and not _is_utf8(column):
             table[column.name] = np.array([printable(v) for v in column], dtype=str)
         table[column.name].description = COLUMN_DESCRIPTIONS.get(column.name)
     table.meta.update(
