@@ -208,8 +208,12 @@ def _read_astropy(path, channels, cutout_size):
                     f"read it: {_short(err)}); write each layout card once",
                     path,
                 ) from err
+            # astropy warns that a file is cut short, then fails on the missing bytes:
+            # the warning is the reason worth reading.
+            truncated = [_short(w.message) for w in caught if "truncated" in str(w.message)]
             raise CutoutError(
-                f"{path}: not a readable FITS file ({_short(err)}); remove it or write it again",
+                f"{path}: not a readable FITS file ({(truncated or [_short(err)])[0]}); "
+                "remove it or write it again",
                 path,
             ) from err
     notes = [_short(w.message) for w in caught if issubclass(w.category, AstropyWarning)]

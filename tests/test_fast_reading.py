@@ -158,7 +158,7 @@ def test_truncated_and_padded_files_go_to_fits_open(tmp_path):
     cut = tmp_path / "cut.fits"
     cut.write_bytes(data[: len(data) - 3000])
     assert reading._read_plain(str(cut), ("DIFF",)) is None
-    with pytest.raises(CutoutError, match="cut.fits: not a readable FITS file"):
+    with pytest.raises(CutoutError, match=r"cut.fits: not a readable FITS file \(File may have"):
         read_cutout(cut)
     padded = tmp_path / "padded.fits"
     padded.write_bytes(data + b"\0" * 2880)
