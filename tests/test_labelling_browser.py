@@ -159,8 +159,11 @@ def test_keys_label_undo_and_a_reload_resumes(page, candidates, tmp_path):
         _wait_progress(page, "4 / 8")
         page.keyboard.press("r")
         _wait_progress(page, "5 / 8")
-        assert _labels(out)[-3:] == [["cand2.fits", "undo"], ["cand2.fits", "bogus"],
-                                     ["cand3.fits", "real"]]
+        assert _labels(out)[-3:] == [
+            ["cand2.fits", "undo"],
+            ["cand2.fits", "bogus"],
+            ["cand3.fits", "real"],
+        ]
         # A reload starts where the user stopped.
         page.reload()
         _wait_progress(page, "5 / 8 labelled · 2 real · 2 bogus · 1 skipped")
@@ -222,8 +225,15 @@ def test_grid_view_files_the_marked_ones_as_the_minority(page, candidates, tmp_p
 def test_a_killed_server_loses_nothing(page, candidates, tmp_path):
     out = tmp_path / "training"
     command = [
-        sys.executable, "-m", "otrain.cli.label", "--cutouts", str(candidates), "--out",
-        str(out), "--order", "name",
+        sys.executable,
+        "-m",
+        "otrain.cli.label",
+        "--cutouts",
+        str(candidates),
+        "--out",
+        str(out),
+        "--order",
+        "name",
     ]
 
     def start():
@@ -278,8 +288,11 @@ def test_a_non_loopback_host_needs_the_token(page, candidates, tmp_path):
 def test_no_request_reads_outside_the_candidates(page, candidates, tmp_path):
     server, url = _serve(candidates, tmp_path / "training")
     try:
-        for path in ("static/%2e%2e/%2e%2e/etc/passwd", "api/candidate/..%2f..%2fetc%2fpasswd",
-                     "static/..%5c..%5cpyproject.toml"):
+        for path in (
+            "static/%2e%2e/%2e%2e/etc/passwd",
+            "api/candidate/..%2f..%2fetc%2fpasswd",
+            "static/..%5c..%5cpyproject.toml",
+        ):
             response = page.request.get(url + path)
             assert response.status in (400, 404)
             assert b"root:" not in response.body()
