@@ -36,6 +36,7 @@ _LAZY = {
     "score_files_distributed": "otrain.cluster",
     "ClusterError": "otrain.exceptions",
     "CheckInferError": "otrain.exceptions",
+    "MissingDependencyError": "otrain.exceptions",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -71,11 +71,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import CutoutError, OTrainError
+from .exceptions import CutoutError, MissingDependencyError
 
 __all__ = [
     "ALERT_SUFFIXES",
-    "MissingDependencyError",
     "ALERT_COLUMNS",
     "CHANNEL_FIELDS",
     "is_alert_file",
@@ -428,14 +427,6 @@ def _schema(schema_json, path):
     if isinstance(schema, str):
         raise CutoutError(f"{path}: {schema}", path)
     return schema
-
-
-class MissingDependencyError(OTrainError, ImportError):
-    """An optional package that reading alerts needs is not installed.
-
-    Not a :class:`~otrain.exceptions.CutoutError`: readers that skip unreadable files
-    must stop on it, since every alert file would fail the same way.
-    """
 
 
 def _fastavro():

@@ -69,6 +69,14 @@ class ClusterError(OTrainError, RuntimeError):
     """Dask is missing, or the scheduler or its workers cannot be reached."""
 
 
+class MissingDependencyError(OTrainError, ImportError):
+    """An optional package that reading alerts needs is not installed.
+
+    Not a :class:`CutoutError`: readers that skip unreadable files must stop on it,
+    since every alert file would fail the same way.
+    """
+
+
 class LabellingError(OTrainError, ValueError):
     """A labelling decision, a crossmatch or a ranking cannot be made as asked."""
 
