@@ -107,6 +107,16 @@ class CutoutClassifier(KerasClassifier):
         ``[0, 1]``: bogus, real.
     history_ : dict
         Per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``.
+    n_epochs_ : int
+        Epochs run (passes over the training part).
+    n_steps_ : int
+        Gradient steps run (batches of ``batch_size``).
+    best_epoch_ : int
+        The epoch whose weights were kept: the lowest validation loss with early
+        stopping, else the last.
+    stopped_early_ : bool
+        True when early stopping ended the training, False when it ran up to
+        ``epochs``.
     stamp_shape_ : tuple of int
         (H, W, C) of the stamps the network takes.
     n_features_in_ : int
@@ -409,15 +419,15 @@ class CutoutClassifier(KerasClassifier):
 
         callbacks = list(self._fit_callbacks)
         validation_data = kwargs.pop("validation_data", None)
+        stopping = None
         if self.validation_fraction > 0 and validation_data is None:
             split = self._validation_split(X, y, sample_weight, self._fit_seeds["split"])
             if split is not None:
                 X, y, sample_weight, validation_data = split
-                callbacks.append(
-                    keras.callbacks.EarlyStopping(
-                        monitor="val_loss", patience=self.patience, restore_best_weights=True
-                    )
+                stopping = keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=self.patience, restore_best_weights=True
                 )
+                callbacks.append(stopping)
         callbacks.append(keras.callbacks.TerminateOnNaN())
         fit_args = route_params(self.get_params(), destination="fit", pass_filter=self._fit_kwargs)
         fit_args.update(kwargs)
@@ -456,12 +466,28 @@ class CutoutClassifier(KerasClassifier):
                 except ValueError:
                     pass
             self.history_[key] += values
+        self._record_training(history.history, len(batches), stopping, initial_epoch + epochs)
         if not np.all(np.isfinite(self.history_["loss"])):
             raise ValueError(
                 f"training diverged (the loss became NaN at epoch {len(self.history_['loss'])}): "
                 f"normalise the stamps (normalisation='l2' or 'robust', not "
                 f"{self.normalisation!r}) or lower the learning rate ({self.learning_rate})"
             )
+
+    def _record_training(self, history, steps_per_epoch, stopping, cap):
+        """How the training ran: epochs, gradient steps, kept epoch, why it ended."""
+        n_epochs = len(self.history_["loss"])
+        self.n_epochs_ = n_epochs
+        self.n_steps_ = getattr(self, "n_steps_", 0) if n_epochs > len(history["loss"]) else 0
+        self.n_steps_ += len(history["loss"]) * steps_per_epoch
+        self.stopped_early_ = bool(stopping is not None and stopping.stopped_epoch > 0)
+        valid = np.asarray(self.history_.get("val_loss", []), dtype=np.float64)
+        if stopping is not None and valid.size and np.isfinite(valid).any():
+            # restore_best_weights keeps the epoch of the lowest validation loss.
+            self.best_epoch_ = int(np.nanargmin(valid)) + 1
+        else:
+            self.best_epoch_ = n_epochs
+        self.epochs_cap_ = int(cap)
 
     def _validation_split(self, X, y, sample_weight, seed):
         if np.ndim(y) > 1 and np.shape(y)[1] > 1:

@@ -352,3 +352,19 @@ def test_cutout_loader_pickles_of_0_1_0_still_load():
     new = pickle.dumps(loader)
     assert b"otrain.loader" in new and b"otrain.cutouts" not in new
     assert CutoutLoader.__module__ == "otrain.loader"
+
+
+def test_how_the_training_ran_is_recorded(stamps):
+    X, y = _small(stamps)
+    clf = CutoutClassifier(
+        network=tiny_network, epochs=3, batch_size=16, patience=50, random_state=0
+    ).fit(X, y)
+    # 60 stamps, 9 held out for early stopping: 51 in 4 batches of 16 an epoch.
+    assert (clf.n_epochs_, clf.n_steps_, clf.stopped_early_) == (3, 12, False)
+    assert clf.best_epoch_ == int(np.argmin(clf.history_["val_loss"])) + 1
+    no_valid = CutoutClassifier(
+        network=tiny_network, epochs=2, batch_size=16, validation_fraction=0, random_state=0
+    ).fit(X, y)
+    assert (no_valid.n_epochs_, no_valid.n_steps_, no_valid.best_epoch_) == (2, 8, 2)
+    no_valid.partial_fit(X, y)
+    assert (no_valid.n_epochs_, no_valid.n_steps_) == (3, 12)

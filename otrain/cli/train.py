@@ -167,10 +167,17 @@ def _train(args):
     )
     _say_tuning(result)
     report = result.write(model_file, report_dir, plots=args.plots, overwrite=args.overwrite)
-    say(
-        f"trained for {result.n_epochs} epochs; diagnostics on the "
-        f"{len(result.validation)} validation cutouts:"
+    clf = result.classifier
+    ended = (
+        f"early stopping ended it ({args.patience} epochs without a lower validation loss)"
+        if clf.stopped_early_
+        else f"it ran up to the --epochs cap ({args.epochs}): more epochs may still help"
     )
+    say(
+        f"trained for {clf.n_epochs_} epochs ({clf.n_steps_} gradient steps); weights of "
+        f"epoch {clf.best_epoch_} kept; {ended}"
+    )
+    say(f"diagnostics on the {len(result.validation)} validation cutouts:")
     say(report["text"])
     for what, why in report["skipped"]:
         say(f"skipped {what}: {why}")
