@@ -167,7 +167,11 @@ def plot_roc(y_true, p_real, path, *, groups=None):
     zoom.set_title("Small false positive rates (log scale)")
     by = "" if groups is None else f" per {groups[2]} bin"
     fig.suptitle(f"ROC curve{by}")
-    _add_legend(full, notes, loc="lower right")
+    # One curve per bin makes a long legend: under the panels, off the curves.
+    if groups is None:
+        _add_legend(full, notes, loc="lower right")
+    else:
+        _add_legend(full, notes, below=True)
     return _common._save(fig, path)
 
 
@@ -216,7 +220,10 @@ def plot_precision_recall(y_true, p_real, path, *, groups=None):
     by = "" if groups is None else f" per {groups[2]} bin"
     ax.set_title(f"Precision-recall curve{by}")
     ax.grid(alpha=0.3)
-    _add_legend(ax, notes, loc="lower left")
+    if groups is None:
+        _add_legend(ax, notes, loc="lower left")
+    else:
+        _add_legend(ax, notes, below=True, ncols=1)
     return _common._save(fig, path)
 
 
