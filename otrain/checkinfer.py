@@ -148,7 +148,8 @@ def read_infer_results(path):
     Parameters
     ----------
     path : str or path-like
-        ``infer_results.dat``, or the folder holding it.
+        ``infer_results.dat`` (or ``infer_results.ecsv``, whose unscored inputs are
+        left out), or the folder holding it.
 
     Returns
     -------
@@ -168,7 +169,11 @@ def read_infer_results(path):
         f"run otrain-infer to write it, or give the folder holding {INFER_RESULTS_NAME} "
         "(or the file itself)",
     )
-    return _read_ascii(path, _INFER_REQUIRED, "scored candidate")
+    table = _read_ascii(path, _INFER_REQUIRED, "scored candidate")
+    if "status" in table.colnames:
+        # infer_results.ecsv lists every input; only the scored ones have a P(real).
+        table = table[np.asarray(table["status"]).astype(str) == "scored"]
+    return table
 
 
 def read_crossmatch(path):

@@ -37,10 +37,10 @@ PLOT_NAMES = (
 )
 
 _GALLERIES = {
-    "misclassified_true.png": ("true candidates called false", 1, False),
-    "misclassified_false.png": ("false candidates called true", 0, False),
-    "well_classified_true.png": ("true candidates called true", 1, True),
-    "well_classified_false.png": ("false candidates called false", 0, True),
+    "misclassified_true.png": ("real candidates called bogus", 1, False),
+    "misclassified_false.png": ("bogus candidates called real", 0, False),
+    "well_classified_true.png": ("real candidates called real", 1, True),
+    "well_classified_false.png": ("bogus candidates called bogus", 0, True),
 }
 
 

@@ -442,3 +442,17 @@ def test_installed_entry_point_runs_without_tensorflow(work):
     assert sorted(p.name for p in (work / "plots" / "CheckInfer").iterdir()) == sorted(PLOT_NAMES)
     assert "17 <= mag < 20" in done.stdout
     assert "plots in plots/CheckInfer: 5 written" in done.stdout
+
+
+def test_the_ecsv_of_every_input_gives_its_scored_rows(tmp_path):
+    ecsv = tmp_path / "infer_results.ecsv"
+    Table(
+        {
+            "cand_ID": ["a", "b", "c"],
+            "label1": np.ma.masked_array([0.9, 0.0, 0.2], mask=[False, True, False]),
+            "status": ["scored", "unreadable", "scored"],
+        }
+    ).write(ecsv, format="ascii.ecsv")
+    table = read_infer_results(ecsv)
+    assert table["cand_ID"].tolist() == ["a", "c"]
+    assert table["label1"].tolist() == [0.9, 0.2]

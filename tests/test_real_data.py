@@ -86,8 +86,13 @@ def test_convert_train_infer_checkinfer_on_real_alerts(ztf_set, tmp_path, channe
         == 0
     )
     table = Table.read(outdir / "infer_results.ecsv")
-    assert len(table) == len(rows) - n_edge
-    assert np.isfinite(table["label1"]).all()
+    # Every input is listed; the EDGE stamps with status edge and no probability.
+    assert len(table) == len(rows)
+    scored = table["status"] == "scored"
+    assert scored.sum() == len(rows) - n_edge
+    assert set(table["status"][~scored]) == {"edge"}
+    assert np.isfinite(np.asarray(table["label1"][scored], dtype=float)).all()
+    assert len(Table.read(outdir / "infer_results.dat", format="ascii")) == len(rows) - n_edge
     assert (
         checkinfer.main(
             ["--plots", str(tmp_path / "plots"), "--crossmatch", str(root), "--infer", str(outdir)]
@@ -122,6 +127,8 @@ def test_braai_through_otrain_infer_matches_the_python_api(ztf_set, braai_path, 
         == 0
     )
     table = Table.read(tmp_path / "infer_results.ecsv")
+    table = table[table["status"] == "scored"]
+    table["label1"] = np.asarray(table["label1"], dtype=float)
     model = load_model(braai_path, channels=("SCI", "REF", "DIFF"), normalisation="l2")
     X, keywords, _ = load_cutouts(list(table["filename"]), channels=("SCI", "REF", "DIFF"))
     np.testing.assert_allclose(table["label1"], model.predict_proba(X)[:, 1], atol=1e-6)
