@@ -87,8 +87,6 @@ __all__ = [
     "write_fits",
     "AlertScores",
     "score_alerts",
-    "plot_survey_scores",
-    "SURVEY_SCORES",
 ]
 
 #: File name endings read as alert files (any case).
@@ -1257,71 +1255,6 @@ def _score_batch(scorer, buffer, ids, skipped):
     else:
         p_real = np.empty(0, np.float64)
     return AlertScores(list(ids), p_real, list(skipped))
-
-
-# ---------------------------------------------------------------- plots
-
-
-#: The survey scores :func:`plot_survey_scores` draws against, with their labels.
-SURVEY_SCORES = {
-    "drb": "ZTF drb (deep real/bogus)",
-    "rb": "ZTF rb (random forest)",
-    "reliability": "Rubin reliability",
-}
-
-
-def plot_survey_scores(table, path, *, title=None):
-    """Draw otrain's P(real) against the survey's own scores, one panel per score.
-
-    Parameters
-    ----------
-    table : astropy.table.Table
-        A result table with ``label1`` and some of the columns ``rb``, ``drb``,
-        ``reliability`` (as :func:`otrain.inference.score_files` gives for alerts).
-    path : str or path-like
-        The PNG to write (atomically).
-    title : str, optional
-        Figure title (default: the number of candidates).
-
-    Returns
-    -------
-    pathlib.Path or None
-        The file written, or None when the table has no survey score.
-    """
-    from ._atomic import atomic_output
-
-    panels = []
-    for column, label in SURVEY_SCORES.items():
-        if column in table.colnames:
-            values = np.asarray(table[column], dtype=np.float64)
-            if np.isfinite(values).any():
-                panels.append((column, label, values))
-    if not panels:
-        return None
-    # A bare Figure draws with Agg without touching pyplot's global state.
-    from matplotlib.figure import Figure
-
-    p_real = np.asarray(table["label1"], dtype=np.float64)
-    figure = Figure(figsize=(4.2 * len(panels), 4.2), layout="constrained")
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (_column, label, values) in zip(axes, panels, strict=True):
-        ok = np.isfinite(values)
-        ax.plot([0, 1], [0, 1], color="0.7", lw=1, zorder=0)
-        ax.scatter(values[ok], p_real[ok], s=14, alpha=0.7, edgecolor="none")
-        agree = np.mean((values[ok] >= 0.5) == (p_real[ok] >= 0.5))
-        ax.set(
-            xlim=(-0.02, 1.02),
-            ylim=(-0.02, 1.02),
-            xlabel=label,
-            ylabel="otrain P(real) (label1)",
-            title=f"{ok.sum()} candidates, {100 * agree:.0f}% agree at 0.5",
-        )
-        ax.set_aspect("equal")
-    figure.suptitle(title or f"otrain against the survey's own scores ({len(table)} candidates)")
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    return path
 
 
 def _short(err):

@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 from conftest import SHARED, tiny_network
 
-from otrain import alerts
+from otrain import alerts, plots
 from otrain.cli import convert, infer
 from otrain.cutouts import load_cutouts, read_cutout
 from otrain.datacube import CUTOUT_SUFFIXES, build_datacube, find_cutouts
@@ -474,7 +474,7 @@ def test_rubin_alerts_scored_by_a_model_of_their_layout(tmp_path, capsys):
 
 def test_survey_plot(tmp_path):
     table = Table({"label1": [0.1, 0.9, 0.8], "drb": [0.2, 0.95, np.nan], "rb": [0.3, 0.6, 0.7]})
-    path = alerts.plot_survey_scores(table, tmp_path / "vs.png")
+    path = plots.plot_survey_scores(table, tmp_path / "vs.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
-    assert alerts.plot_survey_scores(Table({"label1": [0.5]}), tmp_path / "none.png") is None
+    assert plots.plot_survey_scores(Table({"label1": [0.5]}), tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()

@@ -190,7 +190,7 @@ def _infer(args):
             std = scored["label1_std"]
             say(f"label1_std from {float(std.min()):.3g} to {float(std.max()):.3g}")
     say(f"results written to {dat} (scored candidates) and {ecsv} (every file)")
-    from ..alerts import plot_survey_scores
+    from ..plots import plot_survey_scores
 
     # Alerts carry the survey's own scores: P(real) against them, beside the tables.
     scored = table[status == "scored"]

@@ -34,10 +34,12 @@ here.
 """
 
 from .evaluation import (
+    SURVEY_SCORES,
     plot_precision_recall,
     plot_probability_distribution,
     plot_reliability,
     plot_roc,
+    plot_survey_scores,
     plot_threshold_scan,
 )
 from .galleries import check_gallery_inputs, gallery_titles, plot_gallery, plot_grad_cam
@@ -56,6 +58,8 @@ __all__ = [
     "plot_threshold_scan",
     "plot_probability_distribution",
     "plot_reliability",
+    "plot_survey_scores",
+    "SURVEY_SCORES",
     "plot_gallery",
     "gallery_titles",
     "check_gallery_inputs",

@@ -37,6 +37,8 @@ from ._common import (
 )
 
 __all__ = [
+    "SURVEY_SCORES",
+    "plot_survey_scores",
     "plot_roc",
     "plot_precision_recall",
     "plot_threshold_scan",
@@ -406,4 +408,62 @@ def plot_reliability(y_true, p_real, path, n_bins=10):
     bottom.set_xlabel("P(real)")
     bottom.set_ylabel("candidates per bin")
     bottom.grid(alpha=0.3)
+    return _common._save(fig, path)
+
+
+#: The survey scores :func:`plot_survey_scores` draws against, with their labels.
+SURVEY_SCORES = {
+    "drb": "ZTF drb (deep real/bogus)",
+    "rb": "ZTF rb (random forest)",
+    "reliability": "Rubin reliability",
+}
+
+
+def plot_survey_scores(table, path, *, title=None):
+    """Draw otrain's P(real) against the survey's own scores, one panel per score.
+
+    For alert packets (:mod:`otrain.alerts`), whose candidates carry the survey's
+    real/bogus scores: ZTF's ``rb`` and ``drb``, Rubin's ``reliability``.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        A result table with ``label1`` and some of the columns ``rb``, ``drb``,
+        ``reliability`` (as :func:`otrain.inference.score_files` gives for alerts).
+    path : str or path-like
+        The PNG to write (atomically).
+    title : str, optional
+        Figure title (default: the number of candidates).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The file written, or None when the table has no survey score.
+    """
+    panels = []
+    for column, label in SURVEY_SCORES.items():
+        if column in table.colnames:
+            values = np.asarray(table[column], dtype=np.float64)
+            if np.isfinite(values).any():
+                panels.append((column, label, values))
+    if not panels:
+        return None
+    p_real = np.asarray(table["label1"], dtype=np.float64)
+    fig = _figure(4.2 * len(panels), 4.4)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (_column, label, values) in zip(axes, panels, strict=True):
+        ok = np.isfinite(values) & np.isfinite(p_real)
+        ax.plot([0, 1], [0, 1], color="0.7", lw=1, zorder=0)
+        ax.scatter(values[ok], p_real[ok], s=14, alpha=0.7, edgecolor="none")
+        agree = np.mean((values[ok] >= 0.5) == (p_real[ok] >= 0.5))
+        ax.set(
+            xlim=(-0.02, 1.02),
+            ylim=(-0.02, 1.02),
+            xlabel=label,
+            ylabel="otrain P(real) (label1)",
+            title=f"{ok.sum()} candidates, {100 * agree:.0f}% agree at 0.5",
+        )
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or f"otrain against the survey's own scores ({len(table)} candidates)")
     return _common._save(fig, path)
