@@ -480,6 +480,14 @@ def _given_paths(table, summary, given):
             (to_given.get(p, p), reason.replace(p, to_given.get(p, p)))
             for p, reason in summary["skipped"]
         ]
+        summary["not_scored"] = [
+            (
+                to_given.get(str(p), str(p)),
+                status,
+                reason.replace(str(p), to_given.get(str(p), str(p))),
+            )
+            for p, status, reason in summary.get("not_scored", [])
+        ]
     return table, summary
 
 
