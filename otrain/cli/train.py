@@ -165,8 +165,6 @@ def _train(args):
         random_state=args.seed,
         on_split=on_split,
     )
-    _say_tuning(result)
-    report = result.write(model_file, report_dir, plots=args.plots, overwrite=args.overwrite)
     clf = result.classifier
     ended = (
         f"early stopping ended it ({args.patience} epochs without a lower validation loss)"
@@ -177,6 +175,8 @@ def _train(args):
         f"trained for {clf.n_epochs_} epochs ({clf.n_steps_} gradient steps); weights of "
         f"epoch {clf.best_epoch_} kept; {ended}"
     )
+    _say_tuning(result)
+    report = result.write(model_file, report_dir, plots=args.plots, overwrite=args.overwrite)
     say(f"diagnostics on the {len(result.validation)} validation cutouts:")
     say(report["text"])
     for what, why in report["skipped"]:
