@@ -469,7 +469,10 @@ def _check_object(node, path, where):
         reason = f"comes from the module {module!r}, not from Keras or otrain"
     elif class_name not in _LAYERS and class_name not in _HELPERS:
         reason = _REFUSED.get(class_name, "is not a layer a real/bogus CNN is built from")
-    elif registered not in (None, class_name) and registered not in _LAYERS:
+    elif registered not in (None, class_name, f">{class_name}") and registered not in _LAYERS:
+        # ">Functional": scikeras registers Keras' own model class under an empty
+        # package when a fitted classifier is pickled or cloned, and every model saved
+        # afterwards in that process carries the name; the module check above holds.
         reason = f"is registered as {registered!r}, a name otrain does not know"
     if reason is not None:
         raise ModelFileError(
@@ -490,9 +493,7 @@ def _check_activation(value, path, where):
         return
     if isinstance(value, dict) and value.get("class_name") == "function":
         # Keras 3 may store a built-in activation as a function reference.
-        if value.get("config") in _ACTIVATIONS and _is_keras_module(
-            value.get("module") or "keras"
-        ):
+        if value.get("config") in _ACTIVATIONS and _is_keras_module(value.get("module") or "keras"):
             return
     shown = json.dumps(value)[:120]
     raise ModelFileError(

@@ -167,3 +167,30 @@ def test_legacy_braai_against_an_independent_numpy_forward_pass(braai_path, ztf_
         expected.append(1 / (1 + np.exp(-z[0])))
     np.testing.assert_allclose(model.predict_proba(X)[:, 1], expected, atol=1e-4)
     assert read_record(braai_path) is None
+
+
+def test_models_saved_after_a_pickle_load(tmp_path):
+    # Pickling a fitted classifier makes scikeras register Keras' Functional class as
+    # ">Functional"; every model saved afterwards in the process carries that name.
+    import pickle
+    import subprocess
+    import sys
+
+    import numpy as np
+    from conftest import tiny_network
+
+    from otrain import CutoutClassifier, load_model, save_model
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 16, 16, 1)).astype("float32"), np.array([0, 1] * 10)
+    clf = CutoutClassifier(network=tiny_network, epochs=1, random_state=0).fit(X, y)
+    pickle.loads(pickle.dumps(clf))
+    path = save_model(clf, tmp_path / "after_pickle.keras")
+    assert b">Functional" in __import__("zipfile").ZipFile(path).read("config.json")
+    np.testing.assert_allclose(load_model(path).predict_proba(X), clf.predict_proba(X), atol=1e-6)
+    # And in a fresh process, where nothing is registered under that name.
+    code = f"from otrain import load_model; load_model({str(path)!r}); print('ok')"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.strip() == "ok", result.stderr
