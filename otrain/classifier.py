@@ -264,7 +264,8 @@ class CutoutClassifier(KerasClassifier):
             normalisation=self.normalisation,
             augment=self.augment,
             dropout=self.dropout,
-            seed=self._seeds()["weights"],
+            # Drawn by _fit; scikeras' initialize() outside a fit draws its own.
+            seed=(getattr(self, "_fit_seeds", None) or self._draw_seeds())["weights"],
         )
         model.compile(
             optimizer=self._optimizer(),
@@ -393,19 +394,15 @@ class CutoutClassifier(KerasClassifier):
         for name in _FITTED_STATE:
             setattr(self, name, None)
 
-    def _seeds(self):
-        """Seeds of this fit: the ones drawn by ``_fit``, or new ones outside a fit."""
-        seeds = getattr(self, "_fit_seeds", None)
-        if seeds is None:
-            weights, shuffle, split = spawn_seeds(seed_sequence(self.random_state), 3)
-            seeds = {"weights": weights, "shuffle": shuffle, "split": split}
-        return seeds
+    def _draw_seeds(self):
+        """One seed each for the weights, the shuffling and the split, from random_state."""
+        weights, shuffle, split = spawn_seeds(seed_sequence(self.random_state), 3)
+        return {"weights": weights, "shuffle": shuffle, "split": split}
 
     def _fit(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
         # Weights, shuffling and split each get their own seed, drawn once per call
         # from random_state; nothing else is read.
-        self._fit_seeds = None
-        self._fit_seeds = self._seeds()
+        self._fit_seeds = self._draw_seeds()
         # A network trained further no longer matches what was fitted on the old one.
         for name in ("calibration_", "threshold_", "bfloat16_check_", "model_file_record_"):
             setattr(self, name, None)

@@ -129,11 +129,6 @@ class TrainingResult:
     bfloat16_check: dict = field(default_factory=dict)
 
     @property
-    def n_epochs(self):
-        """Epochs run (early stopping included)."""
-        return len(self.classifier.history_["loss"])
-
-    @property
     def model_extra(self):
         """What :func:`otrain.model_files.save_model` stores beside the network."""
         extra = {"threshold": self.threshold}
