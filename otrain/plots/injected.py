@@ -22,6 +22,7 @@ from ._common import (
     _as_probabilities,
     _bins,
     _check_not_empty,
+    _count_axis,
     _decimals,
     _figure,
     _missing_note,
@@ -81,6 +82,7 @@ def plot_probability_by_magnitude(p_real_sim, mag_sim, path, maglim=(12, 18, 21)
         ax.hist(p[mask], bins=_P_BINS, histtype="step", linewidth=1.8, color=colour, label=label)
     ax.axvline(threshold, color=_MARK, linestyle="--", label=f"threshold {threshold:.2f}")
     ax.set_yscale("log")
+    _count_axis(ax.yaxis)
     ax.set_xlim(0, 1)
     ax.set_xlabel("P(real)")
     ax.set_ylabel(f"simulated sources per bin (bin width {_P_BINS[1]:.3f})")
@@ -145,6 +147,7 @@ def plot_probability_sim_vs_nonsim(p_all, is_sim, path, threshold=0.5):
         ax.set_xlim(0, 1)
         ax.set_xlabel("P(real)")
         ax.grid(alpha=0.3)
+    _count_axis(left.yaxis)
     left.set_ylabel(f"candidates per bin (bin width {_P_BINS[1]:.3f})")
     left.set_title("Counts")
     right.set_ylabel("fraction of the sample per bin")
