@@ -141,9 +141,7 @@ class Datacube:
                 f"needed; build it with channels={','.join(channels)}"
             )
         index = [self.channels.index(c) for c in channels]
-        return Datacube(
-            self.cube[..., index], self.labels, self.keywords, channels, self.summary
-        )
+        return Datacube(self.cube[..., index], self.labels, self.keywords, channels, self.summary)
 
     def save(self, path):
         """Write the datacube to ``path`` (``.npz``), atomically.
@@ -199,6 +197,41 @@ class Datacube:
             if len(s["skipped"]) > 10:
                 lines.append(f"  ... and {len(s['skipped']) - 10} more skipped files")
         return "\n".join(lines)
+
+    def undersampling_text(self, name="frac_true"):
+        """One line saying what ``frac_true`` threw away, or ``None`` if nothing.
+
+        Undersampling to a fraction of real cutouts drops labelled stamps silently
+        otherwise: copying ``--frac_true 0.5`` from an example can cost a third of the
+        real ones.
+
+        Parameters
+        ----------
+        name : str, default "frac_true"
+            How to name the setting: ``"--frac_true"`` for the command's flag.
+
+        Returns
+        -------
+        str or None
+            E.g. ``"--frac_true 0.5: kept 23 of 40 real stamps, dropped 17 to reach 50%
+            real (leave --frac_true out to keep every stamp)"``.
+        """
+        s = self.summary or {}
+        frac_true = s.get("frac_true")
+        dropped = {"real": s.get("undersampled_true", 0), "bogus": s.get("undersampled_false", 0)}
+        if frac_true is None or not any(dropped.values()):
+            return None
+        kept = {"real": self.n_true, "bogus": self.n_false}
+        setting = f"{name} {frac_true:g}" if name.startswith("-") else f"{name}={frac_true:g}"
+        parts = [
+            f"kept {kept[c]} of {kept[c] + dropped[c]} {c} stamps, dropped {dropped[c]}"
+            for c in ("real", "bogus")
+            if dropped[c]
+        ]
+        return (
+            f"{setting}: {'; '.join(parts)} to reach {100 * frac_true:.3g}% real (leave "
+            f"{name} out to keep every stamp)"
+        )
 
 
 def find_cutouts(folder):
@@ -378,6 +411,7 @@ def build_datacube(
         "skipped": skipped,
         "undersampled_true": len(usable_true) - keep_true,
         "undersampled_false": len(usable_false) - keep_false,
+        "frac_true": frac_true,
     }
     return Datacube(cube, labels, keywords[keep], channels, summary)
 

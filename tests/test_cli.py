@@ -1,5 +1,6 @@
 """The O'TRAIN command-line workflow: the documented commands, exactly as written."""
 
+import re
 import subprocess
 import sys
 
@@ -76,8 +77,18 @@ def test_convert_accepts_both_spellings_and_channels(workspace, tmp_path, capsys
     with np.load(tmp_path / "c.npz") as npz:
         assert npz["cube"].shape[1:] == (16, 16, 1)
         assert npz["labels"].mean() == pytest.approx(0.25, abs=0.03)
+        n_true = int(npz["labels"].sum())
     out = capsys.readouterr().out
     assert "datacube written to" in out and "true" in out
+    # What the fraction threw away is said, in the command's words (of the usable
+    # stamps: EDGE ones are left out before).
+    said = re.search(
+        r"^--frac_true 0.25: kept (\d+) of (\d+) real stamps, dropped (\d+) ", out, re.M
+    )
+    assert said, out
+    kept, usable, dropped = map(int, said.groups())
+    assert kept == n_true and kept + dropped == usable > n_true
+    assert "to reach 25% real (leave --frac_true out to keep every stamp)" in out
 
 
 def test_train_writes_model_and_report(trained):

@@ -69,6 +69,22 @@ def test_frac_true_undersamples_the_larger_class(tmp_path, frac_true, expected):
     np.testing.assert_array_equal(same.keywords["path"], cube.keywords["path"])
 
 
+def test_frac_true_says_what_it_dropped(tmp_path):
+    for label, n in (("true", 40), ("false", 23)):
+        (tmp_path / label).mkdir()
+        for i in range(n):
+            write_stamp(tmp_path / label / f"{i}.fits", np.full((8, 8), i))
+    cube = build_datacube(tmp_path, frac_true=0.5, random_state=0)
+    assert cube.undersampling_text("--frac_true") == (
+        "--frac_true 0.5: kept 23 of 40 real stamps, dropped 17 to reach 50% real "
+        "(leave --frac_true out to keep every stamp)"
+    )
+    assert cube.undersampling_text().startswith("frac_true=0.5: kept 23 of 40 real")
+    # Nothing dropped, nothing said: no frac_true, or one the set already has.
+    assert build_datacube(tmp_path).undersampling_text() is None
+    assert build_datacube(tmp_path, frac_true=40 / 63).undersampling_text() is None
+
+
 def test_selection_follows_rows_after_in_place_compaction(tmp_path):
     for label in ("true", "false"):
         (tmp_path / label).mkdir()

@@ -14,7 +14,7 @@ def build_parser():
         "cutout FITS files. A datacube of the same name is replaced (it is rebuilt from "
         "the cutouts, which are still there).",
         epilog="example: otrain-convert --path datacube_test --cube cube "
-        "--cutouts candidates_training --frac_true 0.5 --cutout-size -1",
+        "--cutouts candidates_training --cutout-size -1",
     )
     parser.add_argument("--path", required=True, help="folder where the datacube is written")
     parser.add_argument("--cube", required=True, help="name of the datacube (.npz is appended)")
@@ -27,8 +27,9 @@ def build_parser():
         dest="frac_true",
         type=float,
         default=None,
-        help="fraction of true cutouts in the cube; the larger class is randomly "
-        "undersampled (default: keep every cutout)",
+        help="fraction of true cutouts in the cube, reached by dropping cutouts of the "
+        "larger class at random (O'TRAIN's example gave 0.5); the command says how many "
+        "it dropped (default: keep every cutout)",
     )
     parser.add_argument(
         "--cutout-size",
@@ -73,6 +74,9 @@ def _convert(args):
     )
     path = cube.save(output)
     say(cube.summary_text())
+    dropped = cube.undersampling_text("--frac_true")
+    if dropped:
+        say(dropped)
     if args.channels is None:
         _note_unused_channels(args.cutouts, channels)
     say(f"datacube written to {path}")
