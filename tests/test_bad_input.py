@@ -16,6 +16,8 @@ Decided behaviour, one row per case (see docs/formats.md):
 | output folder that cannot be created | error, exit 2 | error, exit 2 |
 """
 
+import importlib
+
 import numpy as np
 import pytest
 from astropy.table import Table
@@ -209,3 +211,44 @@ def test_otrain_prob_ratio_flag_is_accepted(model_file, tmp_path):
     argv = ["--cutouts", str(folder), "--model", str(model_file), "--prob-ratio", "0.01"]
     assert infer.main(argv) == 0
     assert (folder / "infer_results.dat").is_file()
+
+
+@pytest.mark.parametrize(
+    "command, argv, flag, fix",
+    [
+        (
+            "train",
+            "--cube c.npz --model-path m --model-name n --channels SCI,REF,DIFF",
+            "--channels",
+            "otrain-convert --channels SCI,REF,DIFF",
+        ),
+        # Missing required flags are reported first; the hint still comes.
+        ("train", "--cube c.npz --cutout_size=32", "--cutout_size", "otrain-convert --cutout-size"),
+        ("infer", "--cutouts c --model m.h5 --network vgg6", "--network", "otrain-train --network"),
+        (
+            "convert",
+            "--path p --cube c --cutouts c --epochs 3",
+            "--epochs",
+            "otrain-train --epochs",
+        ),
+    ],
+)
+def test_misplaced_flag_names_the_command_it_belongs_to(command, argv, flag, fix, capsys):
+    module = importlib.import_module(f"otrain.cli.{command}")
+    with pytest.raises(SystemExit) as info:
+        module.main(argv.split())
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-2].startswith(f"otrain-{command}: error: ")
+    assert lines[-1].startswith(f"otrain-{command}: hint: {flag}: ")
+    assert fix in lines[-1]
+
+
+def test_unknown_flag_without_a_known_place_gets_no_hint(capsys):
+    from otrain.cli import train
+
+    with pytest.raises(SystemExit):
+        train.main("--cube c.npz --model-path m --model-name n --no-such-flag".split())
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --no-such-flag" in err
+    assert "hint" not in err

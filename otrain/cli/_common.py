@@ -19,6 +19,7 @@ from .._version import __version__
 
 __all__ = [
     "make_parser",
+    "MISPLACED_FLAGS",
     "run",
     "say",
     "EXIT_ERROR",
@@ -50,9 +51,65 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+#: Flags often given to a command that does not take them -> where they belong.
+#: A hint is shown only by a command without the flag.
+MISPLACED_FLAGS = {
+    "--channels": "the channels are chosen when the datacube is made: otrain-convert "
+    "--channels SCI,REF,DIFF (a model takes its cube's channels)",
+    "--cutout-size": "the stamp size is chosen when the datacube is made: otrain-convert "
+    "--cutout-size N",
+    "--frac_true": "the share of real stamps is chosen when the datacube is made: "
+    "otrain-convert --frac_true F",
+    "--network": "the network is chosen when training: otrain-train --network NAME (a "
+    "model file stores its network)",
+    "--epochs": "the number of epochs is a setting of training: otrain-train --epochs N",
+}
+for _flag, _alias in (("--cutout-size", "--cutout_size"), ("--frac_true", "--frac-true")):
+    MISPLACED_FLAGS[_alias] = MISPLACED_FLAGS[_flag]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors name the fix for misplaced flags.
+
+    ``otrain-train --channels SCI,REF,DIFF`` is refused as argparse refuses any
+    unknown flag, then one line per flag of :data:`MISPLACED_FLAGS` says where it
+    belongs.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        # Kept for error(): a missing required flag is reported before the unknown
+        # ones, and the hint is as useful then.
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message):
+        hints = self.misplaced_hints(getattr(self, "_given", None) or message.split())
+        if not hints:
+            super().error(message)
+        self.print_usage(sys.stderr)
+        lines = [f"{self.prog}: error: {message}"]
+        lines += [f"{self.prog}: hint: {flag}: {hint}" for flag, hint in hints]
+        self.exit(EXIT_ERROR, "\n".join(lines) + "\n")
+
+    def misplaced_hints(self, words):
+        """``[(flag, hint)]`` for the flags among ``words`` that belong to another command."""
+        flags = dict.fromkeys(
+            str(word).split("=", 1)[0] for word in words if str(word).startswith("--")
+        )
+        return [
+            (flag, MISPLACED_FLAGS[flag])
+            for flag in flags
+            if flag in MISPLACED_FLAGS and flag not in self._option_string_actions
+        ]
+
+
 def make_parser(prog, description, epilog=None):
-    """An ``ArgumentParser`` with otrain's ``--version`` and help layout."""
-    parser = argparse.ArgumentParser(
+    """An ``ArgumentParser`` with otrain's ``--version``, help layout and usage hints.
+
+    A flag that belongs to another command (``otrain-train --channels``) gets a
+    hint line naming where it belongs (:data:`MISPLACED_FLAGS`).
+    """
+    parser = _Parser(
         prog=prog,
         description=description,
         epilog=epilog,
