@@ -56,14 +56,16 @@ references of one file read in a row decode each block once and memory holds one
 block per file, however large the file (large Avro files are memory-mapped).
 """
 
+import bisect
 import collections
-import contextlib
 import functools
 import io
+import itertools
 import json
 import math
 import mmap
 import os
+import re
 import threading
 import warnings
 import zlib
@@ -460,7 +462,7 @@ class _AlertFile:
 
     def alert(self, number):
         """The ``number``-th alert of the file (an :func:`iter_alerts` dict)."""
-        block = int(np.searchsorted(self._starts, number, side="right")) - 1
+        block = bisect.bisect_right(self._starts, number) - 1
         if self._cached is None or self._cached[0] != block:
             self._cached = (block, self._decode_block(block))
         return self._cached[1][number - self._starts[block]]
@@ -515,7 +517,7 @@ class _AvroFile(_AlertFile):
                 alerts = self._ids_of(data[offset : offset + size], count)
             self.ids.extend(alert if isinstance(alert, str) else alert["id"] for alert in alerts)
             offset += size + 16
-        self._starts = np.array(starts, dtype=np.int64)
+        self._starts = starts
         if not self.ids:
             raise CutoutError(f"{path}: holds no alert", path)
 
@@ -602,7 +604,7 @@ class _ParquetFile(_AlertFile):
         sizes = [
             self._file.metadata.row_group(g).num_rows for g in range(self._file.num_row_groups)
         ]
-        self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self._starts = [0, *itertools.accumulate(sizes[:-1])]
         self._cached = self._index = None
 
     def _decode_block(self, number):
@@ -642,7 +644,24 @@ def _avro_count(path):
     return total
 
 
+# The headers parsed last: [(their bytes up to the sync marker, their metadata)], the
+# latest first. The files of one stream (one schema, one producer) differ only by their
+# sync marker, so a file that starts with the same bytes has the same metadata, read
+# without walking it again; a comparison that fails does so within the first bytes
+# that differ. A few are kept: a folder may interleave schema versions.
+_HEADERS = collections.deque(maxlen=16)
+
+
 def _avro_header(data, path):
+    for known, meta in tuple(_HEADERS):
+        if data[: len(known)] == known:
+            sync = data[len(known) : len(known) + 16]
+            if len(sync) == 16:
+                return {"meta": meta, "sync": sync}, len(known) + 16
+    return _parse_avro_header(data, path)
+
+
+def _parse_avro_header(data, path):
     if data[:4] != b"Obj\x01":
         raise CutoutError(
             f"{path}: not an Avro container file (it does not start with Avro's magic "
@@ -665,6 +684,7 @@ def _avro_header(data, path):
     sync = data[offset : offset + 16]
     if len(sync) != 16 or "avro.schema" not in meta:
         raise CutoutError(f"{path}: truncated Avro header; download the file again", path)
+    _HEADERS.appendleft((bytes(data[:offset]), meta))
     return {"meta": meta, "sync": sync}, offset + 16
 
 
@@ -726,23 +746,46 @@ def _open(path):
 _MAP_FROM = 16 * 2**20
 
 
-@contextlib.contextmanager
-def _contents(path):
-    """The bytes of a file: read whole when small, memory-mapped when large."""
-    try:
-        with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size < _MAP_FROM:
-                yield handle.read()
-                return
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                yield mapped
-    except OSError as err:
-        raise CutoutError(f"{path}: cannot be read ({err.strerror}); check it", path) from err
+class _contents:  # noqa: N801 - used as a function: with _contents(path) as data
+    """The bytes of a file: read whole when small, memory-mapped when large.
+
+    A class, not a generator-based context manager: it is entered twice per one-alert
+    file, and contextlib's machinery would cost more than reading the file.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.mapped = None
+
+    def __enter__(self):
+        try:
+            with open(self.path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size < _MAP_FROM:
+                    return handle.read()
+                # The mapping outlives the file object that made it.
+                self.mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                return self.mapped
+        except OSError as err:
+            raise CutoutError(
+                f"{self.path}: cannot be read ({err.strerror}); check it", self.path
+            ) from err
+
+    def __exit__(self, kind, err, traceback):
+        if self.mapped is not None:
+            self.mapped.close()
+        if isinstance(err, OSError):  # reading the mapped bytes failed
+            raise CutoutError(
+                f"{self.path}: cannot be read ({err.strerror}); check it", self.path
+            ) from err
+        return False
 
 
 def _clear_cache():
+    global _LAST_SCHEMA
     with _CACHE_LOCK:
         _CACHE.clear()
+    _HEADERS.clear()
+    _LAST_SCHEMA = None
 
 
 def iter_alerts(path):
@@ -871,7 +914,11 @@ def _rubin_keywords(record):
 
 
 def _stamp_image(stamp, channel, where):
-    """Pixels of one stamp (bytes as stored in the alert) as a 2-D float32 array."""
+    """Pixels of one stamp (bytes as stored in the alert) as a 2-D array.
+
+    float32, or a read-only view of a simple stamp's big-endian pixels (see
+    :func:`_simple_image`), which the caller converts as it copies.
+    """
     if stamp is None:
         raise CutoutError(
             f"{where}: the alert has no {CHANNEL_FIELDS[channel]} stamp (null); it cannot "
@@ -907,9 +954,63 @@ def _inflate():
     return isal_zlib.decompress
 
 
-def _fits_image(data, channel, where):
-    from .cutouts import _decode_plain
+# ZTF's stamps are the simplest FITS files there are: one HDU, a header of a few cards
+# in one 2,880-byte block, then the pixels. They are read straight from the bytes; any
+# card that would need thought (scaling, blank values, extensions, long strings, a
+# layout card written twice, lower-case keywords) or a file that is not exactly one HDU
+# long goes to the general readers below, which read it as astropy does.
+_SIMPLE_LAYOUT = (b"BITPIX  ", b"NAXIS   ", b"NAXIS1  ", b"NAXIS2  ")
+_SIMPLE_GIVE_UP = frozenset(
+    key.ljust(8).encode("ascii")
+    for key in (
+        "SIMPLE", "XTENSION", "EXTEND", "NAXIS3", "BSCALE", "BZERO", "BLANK", "GROUPS",
+        "PCOUNT", "GCOUNT", "ZIMAGE", "CONTINUE", "HIERARCH",
+    )
+)  # fmt: skip
+_SIMPLE_INT = re.compile(rb"= +([-+]?\d+) *(?:/.*)?")
+_SIMPLE_FIRST = re.compile(rb"SIMPLE  = +T *(?:/.*)?")
+_BIG_ENDIAN = {-32: np.dtype(">f4"), -64: np.dtype(">f8"), 16: np.dtype(">i2"),
+               32: np.dtype(">i4"), 64: np.dtype(">i8"), 8: np.dtype("u1")}  # fmt: skip
 
+
+def _simple_image(data):
+    """The pixels of a one-HDU FITS stamp as a read-only 2-D view, or None."""
+    if not _SIMPLE_FIRST.fullmatch(data, 0, 80):
+        return None
+    layout = {}
+    position = 80
+    while True:
+        key = data[position : position + 8]
+        if key == b"END     ":
+            break
+        if len(key) < 8 or key in _SIMPLE_GIVE_UP or key.upper() != key:
+            # Truncated, or a card for the general readers (lower-case keywords
+            # included: astropy upper-cases them).
+            return None
+        if key in _SIMPLE_LAYOUT:
+            match = _SIMPLE_INT.fullmatch(data, position + 8, position + 80)
+            if match is None or key in layout:
+                return None
+            layout[key] = int(match[1])
+        position += 80
+    start = (position // 2880 + 1) * 2880
+    bitpix = layout.get(b"BITPIX  ")
+    width, height = layout.get(b"NAXIS1  ", 0), layout.get(b"NAXIS2  ", 0)
+    if layout.get(b"NAXIS   ") != 2 or bitpix not in _BIG_ENDIAN or width < 1 or height < 1:
+        return None
+    count = width * height
+    nbytes = count * abs(bitpix) // 8
+    if len(data) != start + -(-nbytes // 2880) * 2880:
+        return None  # truncated, or more HDUs
+    return np.frombuffer(data, _BIG_ENDIAN[bitpix], count, start).reshape(height, width)
+
+
+def _fits_image(data, channel, where):
+    _decode_plain = _cutouts()._decode_plain
+
+    fast = _simple_image(data)
+    if fast is not None:
+        return fast
     # The primary HDU is the stamp (ZTF: the only HDU; Rubin: beside UNCERT and
     # PSFIMAGE, which have EXTNAMEs): the image without EXTNAME.
     with warnings.catch_warnings():
@@ -965,8 +1066,7 @@ def _check_alert_channels(channels, where):
 
 
 def _candidate(alert, channels, cutout_size, where):
-    from .cutouts import _stack
-
+    cutouts = _cutouts()
     _check_alert_channels(channels, where)
     keywords = dict(alert["keywords"])
     keywords["path"] = where
@@ -975,7 +1075,23 @@ def _candidate(alert, channels, cutout_size, where):
     position = (keywords["xpos"], keywords["ypos"])
     padded = [_pad(p, side, position) for p in planes]
     keywords["edge"] = any(p is not q for p, q in zip(planes, padded, strict=True))
-    return _stack(padded, channels, cutout_size, where), keywords
+    if len({p.shape for p in padded}) != 1:
+        return cutouts._stack(padded, channels, cutout_size, where), keywords  # says so
+    # Planes may be views of the stamps' big-endian bytes: each is converted as it is
+    # copied into place, with no float32 copy of its own and no np.stack.
+    image = np.empty((*padded[0].shape, len(padded)), np.float32)
+    for number, plane in enumerate(padded):
+        image[..., number] = plane
+    return cutouts._centre_crop(image, cutout_size, where), keywords
+
+
+@functools.cache
+def _cutouts():
+    # otrain.cutouts imports this module: it is imported on first use, once (an import
+    # statement in a function costs microseconds per alert).
+    from . import cutouts
+
+    return cutouts
 
 
 def candidate_from_alert(alert, channels=("SCI", "REF", "DIFF"), cutout_size=-1, *, where=None):

@@ -92,6 +92,81 @@ def test_every_real_ztf_packet_is_read_or_rejected_clearly(ztf_alerts):
             np.testing.assert_array_equal(inner[..., channel], plane)
 
 
+def _astropy_stamp(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        return fits.getdata(io.BytesIO(data)).astype(np.float32)
+
+
+def _fink_stamps():
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = pq.read_table(FINK, columns=list(alerts.CHANNEL_FIELDS.values())).to_pylist()
+    return [row[field]["stampData"] for row in rows for field in row]
+
+
+def test_fast_fits_reader_gives_astropys_pixels_on_every_real_stamp(ztf_alerts):
+    stamps = []
+    for path in sorted(ztf_alerts.glob("*.avro")):
+        with open(path, "rb") as handle:
+            record = next(fastavro.reader(handle))
+        stamps += [record[field]["stampData"] for field in alerts.CHANNEL_FIELDS.values()]
+    stamps += _fink_stamps()
+    fits_stamps = [gzip.decompress(s) for s in stamps if s[:2] == b"\x1f\x8b"]
+    # 16 ZTF packets of 3 FITS stamps (3 edge ones among them), 51 Fink alerts.
+    assert len(fits_stamps) == 3 * 16 + 3 * 51
+    shapes = set()
+    for data in fits_stamps:
+        fast = alerts._simple_image(data)
+        assert fast is not None  # every real ZTF stamp takes the fast path
+        expected = _astropy_stamp(data)
+        assert fast.shape == expected.shape
+        np.testing.assert_array_equal(fast.astype(np.float32), expected)
+        np.testing.assert_array_equal(alerts._fits_image(data, "SCI", "x"), expected)
+        shapes.add(fast.shape)
+    assert {(63, 63), (41, 63), (45, 63), (63, 53)} <= shapes
+
+
+def _with_card(data, card, replacing=None):
+    """A copy of a one-block-header stamp with ``card`` added (or replacing a card)."""
+    header = bytearray(data[:2880])
+    cards = [bytes(header[i : i + 80]) for i in range(0, 2880, 80)]
+    end = cards.index(b"END".ljust(80))
+    new = card.ljust(80).encode("ascii")
+    if replacing is None:
+        cards.insert(end, new)
+    else:
+        cards[[c[:8].rstrip() for c in cards].index(replacing.encode())] = new
+    return b"".join(cards[:36]) + data[2880:]
+
+
+@pytest.mark.parametrize(
+    ("card", "replacing", "fast"),
+    [
+        ("COMMENT   an ordinary card", None, True),
+        ("OBJECT  = 'ZTF18abc'           / a string", None, True),
+        ("BSCALE  =                  2.0", None, False),
+        ("BZERO   =                 10.0", None, False),
+        ("BLANK   =                  -99", None, False),
+        ("NAXIS1  =                   63", None, False),  # written twice
+        ("naxis1  =                   63", "NAXIS1", False),
+        ("HIERARCH ESO DET CHIP = 3", None, False),
+        ("EXTEND  =                    T", None, False),
+    ],
+)
+def test_fast_fits_reader_leaves_unusual_stamps_to_astropy(ztf_alerts, card, replacing, fast):
+    with open(ztf_alerts / "472263571115115000.avro", "rb") as handle:
+        record = next(fastavro.reader(handle))
+    data = _with_card(gzip.decompress(record["cutoutScience"]["stampData"]), card, replacing)
+    assert (alerts._simple_image(data) is not None) == fast
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = _astropy_stamp(data)
+    np.testing.assert_array_equal(alerts._fits_image(data, "SCI", "x"), expected)
+    # Cut short or followed by more bytes: not one plain HDU either.
+    assert alerts._simple_image(data[:-2880]) is None
+    assert alerts._simple_image(data + bytes(2880)) is None
+
+
 def test_schema_versions_are_all_there(ztf_alerts):
     versions = set()
     for path in ztf_alerts.glob("*.avro"):
