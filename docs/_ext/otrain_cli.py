@@ -341,9 +341,10 @@ def missing_commands(page=CLI_PAGE):
 
 
 def _import_package():
-    # Run as a script from a checkout, the package may not be installed.
+    # The checkout's package, as conf.py does: the docs describe this code, not an
+    # otrain installed elsewhere (and run as a script, it may not be installed).
     if str(ROOT) not in sys.path:
-        sys.path.append(str(ROOT))
+        sys.path.insert(0, str(ROOT))
 
 
 def main(argv=None):
