@@ -188,13 +188,14 @@ def test_a_changed_default_makes_the_pages_stale():
     """The check can fail: a default that moves, or a help edited by hand, is caught."""
     extension = _load_extension()
     values = extension.defaults()
-    guide = (DOCS / "guide.md").read_text(encoding="utf-8")
+    # Brought up to date first: whether the committed page is current is the test above's.
+    guide, _ = extension.update_text((DOCS / "guide.md").read_text(encoding="utf-8"), values)
     assert extension.update_text(guide, values)[1] == []
     moved = {**values, "train": {**values["train"], "epochs": 12345}}
     new, changed = extension.update_text(guide, moved)
     assert changed and all(kind.startswith("template at line") for kind in changed)
     assert "| 12345 |" in new
-    cli = (DOCS / "cli.md").read_text(encoding="utf-8")
+    cli, _ = extension.update_text((DOCS / "cli.md").read_text(encoding="utf-8"))
     edited = cli.replace("usage: otrain-train ", "usage: otrain-train --old-flag ", 1)
     new, changed = extension.update_text(edited)
     assert changed == ["otrain-train -h"]
