@@ -66,6 +66,7 @@ import math
 import mmap
 import os
 import re
+import struct
 import threading
 import warnings
 import zlib
@@ -222,7 +223,8 @@ class _Schema:
     ``reader``: the writer schema cut down to the fields used (fastavro then skips
     the others without building them). ``head`` and ``head_reader``: the fields up
     to the candidate record only, for decoding the start of a record and stopping
-    there. ``tail``: how the cutouts are written when they are the record's last
+    there; ``read_fast``: the same decoding as a function written for this schema
+    (see :func:`_head_reader`), or None where fastavro does it. ``tail``: how the cutouts are written when they are the record's last
     fields (as in every ZTF and Rubin schema), see :func:`_tail_stamps`.
     """
 
@@ -246,7 +248,117 @@ class _Schema:
         head = fields[: names.index(nested) + 1]
         self.head = _parse({**writer, "fields": head})
         self.head_reader = _project(writer, head, nested, keep)
+        self.read_fast = _head_reader(head, nested, keep) if self.head_reader else None
         self.tail = _tail_layout(fields)
+
+    def read_head(self, fastavro, block):
+        """The fields up to the candidate of the record starting ``block``, projected
+        (``head_reader``), as fastavro decodes them."""
+        if self.read_fast is not None:
+            try:
+                return self.read_fast(block)
+            except (IndexError, ValueError, struct.error):
+                pass  # damaged: fastavro decodes it again and says why
+        return fastavro.schemaless_reader(io.BytesIO(block), self.head, self.head_reader)
+
+
+# Decoding the start of a record. fastavro spends about half a microsecond on each field
+# of ZTF's candidate (a hundred fields, a dozen used), kept or not, going through the
+# schema each time. Here a schema's head is turned once into a Python function that
+# walks those fields in a straight line (as namedtuple and dataclasses write theirs):
+# skipping a float is one addition. It covers what candidates are made of (primitive
+# types and unions of them); a schema with anything else is left to fastavro, and so
+# is a record that does not decode cleanly (fastavro then says why).
+_PRIMITIVES = frozenset(("null", "boolean", "int", "long", "float", "double", "string", "bytes"))
+
+
+def _head_reader(fields, nested, keep):
+    """A function ``block -> dict`` decoding ``fields`` as fastavro does with the schema
+    projected on ``keep`` (see :func:`_project`), or None where it cannot."""
+    lines = ["def read_head(block):", "    pos = 0", "    record = {}"]
+    for field in fields:
+        name, kind = field["name"], field["type"]
+        if name == nested and isinstance(kind, dict) and kind.get("type") == "record":
+            lines.append(f"    inner = record[{name!r}] = {{}}")
+            for inner in kind["fields"]:
+                kept = inner["name"] if inner["name"] in keep else None
+                code = _field_code(kept, inner["type"], "inner", "    ")
+                if code is None:
+                    return None
+                lines += code
+        else:
+            code = _field_code(name if name in _TOP_FIELDS else None, kind, "record", "    ")
+            if code is None:
+                return None
+            lines += code
+    lines += [
+        "    if pos > len(block):",
+        "        raise ValueError('the record runs past the end of its block')",
+        "    return record",
+    ]
+    namespace = {"_FLOAT": struct.Struct("<f"), "_DOUBLE": struct.Struct("<d"), "_varint": _varint}
+    # The code holds nothing but field names (Avro names: letters, digits, _) written
+    # as literals with repr, and the steps above.
+    exec(compile("\n".join(lines), "<otrain.alerts: head of a schema>", "exec"), namespace)
+    return namespace["read_head"]
+
+
+def _field_code(name, kind, target, indent):
+    """Lines decoding one field of type ``kind`` at ``pos`` (kept as
+    ``target[name]`` unless ``name`` is None), or None for a type left to fastavro."""
+    store = f"{indent}{target}[{name!r}] = " if name is not None else None
+    if (
+        isinstance(kind, list)
+        and kind
+        and all(isinstance(k, str) and k in _PRIMITIVES for k in kind)
+    ):
+        lines = [f"{indent}branch = block[pos]", f"{indent}pos += 1"]
+        for index, branch in enumerate(kind):
+            lines.append(f"{indent}{'if' if index == 0 else 'elif'} branch == {2 * index}:")
+            lines += _field_code(name, branch, target, indent + "    ") or [f"{indent}    pass"]
+        lines += [f"{indent}else:", f"{indent}    raise ValueError('no such union branch')"]
+        return lines
+    if not isinstance(kind, str) or kind not in _PRIMITIVES:
+        return None  # named, logical or complex types: fastavro's
+    if kind == "null":
+        return [f"{store}None"] if store else []
+    if kind in ("float", "double", "boolean"):
+        size = {"float": 4, "double": 8, "boolean": 1}[kind]
+        if store is None:
+            return [f"{indent}pos += {size}"]
+        value = (
+            "block[pos] == 1"
+            if kind == "boolean"
+            else f"_{kind.upper()}.unpack_from(block, pos)[0]"
+        )
+        return [f"{store}{value}", f"{indent}pos += {size}"]
+    if kind in ("int", "long") and store is None:
+        return [f"{indent}while block[pos] > 0x7F:", f"{indent}    pos += 1", f"{indent}pos += 1"]
+    lines = [f"{indent}value, pos = _varint(block, pos)"]
+    if kind in ("int", "long"):
+        return [*lines, f"{store}value"]
+    lines += [
+        f"{indent}if value < 0:",
+        f"{indent}    raise ValueError('a negative length')",
+    ]
+    if store is not None:
+        text = ".decode()" if kind == "string" else ""
+        lines.append(f"{store}bytes(block[pos : pos + value]){text}")
+    return [*lines, f"{indent}pos += value"]
+
+
+def _varint(block, pos):
+    """(the zigzag varint at ``pos``, the position after it)."""
+    byte = block[pos]
+    pos += 1
+    value = byte & 0x7F
+    shift = 7
+    while byte > 0x7F:
+        byte = block[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+    return (value >> 1) ^ -(value & 1), pos
 
 
 def _parse(schema):
@@ -540,9 +652,7 @@ class _AvroFile(_AlertFile):
         schema = self.schema
         if count == 1 and self.codec == "null" and schema.head is not None:
             # The id is in the record's first fields: decode those only.
-            head = self.fastavro.schemaless_reader(
-                io.BytesIO(block), schema.head, schema.head_reader
-            )
+            head = schema.read_head(self.fastavro, block)
             return [_normalise(head, self.survey, self.path)["id"]]
         return [
             _normalise(record, self.survey, self.path)["id"]
@@ -623,7 +733,7 @@ def _decode(fastavro, stream, block, count, schema):
     if count == 1 and schema.tail is not None and schema.head is not None:
         stamps = _tail_stamps(block, schema.tail)
         if stamps is not None:
-            record = fastavro.schemaless_reader(stream, schema.head, schema.head_reader)
+            record = schema.read_head(fastavro, block)
             record.update(stamps)
             return record
     return fastavro.schemaless_reader(stream, schema.writer, schema.reader)
