@@ -224,8 +224,9 @@ class _Schema:
     the others without building them). ``head`` and ``head_reader``: the fields up
     to the candidate record only, for decoding the start of a record and stopping
     there; ``read_fast``: the same decoding as a function written for this schema
-    (see :func:`_head_reader`), or None where fastavro does it. ``tail``: how the cutouts are written when they are the record's last
-    fields (as in every ZTF and Rubin schema), see :func:`_tail_stamps`.
+    (see :func:`_head_reader`), or None where fastavro does it. ``tail``: how the
+    cutouts are written when they are the record's last fields (as in every ZTF and
+    Rubin schema), see :func:`_tail_stamps`.
     """
 
     def __init__(self, schema_json):
@@ -763,8 +764,10 @@ _HEADERS = collections.deque(maxlen=16)
 
 
 def _avro_header(data, path):
+    # bytes.startswith compares in place; a mapped file is compared by a slice.
+    starts = data.startswith if isinstance(data, bytes) else lambda k: data[: len(k)] == k
     for known, meta in tuple(_HEADERS):
-        if data[: len(known)] == known:
+        if starts(known):
             sync = data[len(known) : len(known) + 16]
             if len(sync) == 16:
                 return {"meta": meta, "sync": sync}, len(known) + 16
@@ -1085,6 +1088,31 @@ _BIG_ENDIAN = {-32: np.dtype(">f4"), -64: np.dtype(">f8"), 16: np.dtype(">i2"),
 
 def _simple_image(data):
     """The pixels of a one-HDU FITS stamp as a read-only 2-D view, or None."""
+    # The stamps of a survey share their header (same cards, same size): a header
+    # block seen before gives its layout at the cost of a dictionary look-up.
+    header = data[:2880]
+    layout = _SIMPLE_HEADERS.get(header)
+    if layout is None:
+        layout = _simple_layout(data)
+        if layout is None:
+            return None
+        if layout[2] == 2880 and len(header) == 2880:
+            if len(_SIMPLE_HEADERS) >= 256:
+                _SIMPLE_HEADERS.clear()
+            _SIMPLE_HEADERS[header] = layout
+    dtype, shape, start, size = layout
+    if len(data) != size:
+        return None  # truncated, or more HDUs
+    return np.frombuffer(data, dtype, shape[0] * shape[1], start).reshape(shape)
+
+
+# Header block -> layout (see _simple_layout), for headers of one block.
+_SIMPLE_HEADERS = {}
+
+
+def _simple_layout(data):
+    """(dtype, (height, width), start of the pixels, file size) of a one-HDU stamp
+    whose header holds only plain cards, or None."""
     if not _SIMPLE_FIRST.fullmatch(data, 0, 80):
         return None
     layout = {}
@@ -1108,11 +1136,8 @@ def _simple_image(data):
     width, height = layout.get(b"NAXIS1  ", 0), layout.get(b"NAXIS2  ", 0)
     if layout.get(b"NAXIS   ") != 2 or bitpix not in _BIG_ENDIAN or width < 1 or height < 1:
         return None
-    count = width * height
-    nbytes = count * abs(bitpix) // 8
-    if len(data) != start + -(-nbytes // 2880) * 2880:
-        return None  # truncated, or more HDUs
-    return np.frombuffer(data, _BIG_ENDIAN[bitpix], count, start).reshape(height, width)
+    nbytes = width * height * abs(bitpix) // 8
+    return _BIG_ENDIAN[bitpix], (height, width), start, start + -(-nbytes // 2880) * 2880
 
 
 def _fits_image(data, channel, where):
