@@ -435,11 +435,16 @@ def _tail_stamps(block, layout):
     """
     end = len(block)
     stamps = {}
+    magics = _STAMP_MAGIC
     for name, branch, is_union, is_record in reversed(layout):
-        found = _stamp_before(block, end)
+        found = _stamp_before(block, end, magics)
         if found is None:
             return None
         start, payload = found
+        if payload[:3] == _STAMP_MAGIC[0] and magics is _STAMP_MAGIC:
+            # The stamps of a packet were compressed together: their gzip headers
+            # (with the time) are the same, a longer needle found sooner.
+            magics = (payload[:10], *_STAMP_MAGIC)
         # A file name's digits can read as a shorter name's length: the union's
         # branch byte (never printable) before the length tells the true start.
         starts = _strings_before(block, start) if is_record else [start]
@@ -453,9 +458,10 @@ def _tail_stamps(block, layout):
     return stamps
 
 
-def _stamp_before(block, end):
-    """(start of the length, payload) of the bytes field ending at ``end``, or None."""
-    for magic in _STAMP_MAGIC:
+def _stamp_before(block, end, magics=_STAMP_MAGIC):
+    """(start of the length, payload) of the bytes field ending at ``end`` and starting
+    with one of ``magics``, or None."""
+    for magic in magics:
         position = block.rfind(magic, 0, end)
         while position > 0:
             start = _varint_before(block, position)
@@ -1206,10 +1212,15 @@ def _candidate(alert, channels, cutout_size, where):
     keywords = dict(alert["keywords"])
     keywords["path"] = where
     planes = [_stamp_image(alert["stamps"][c], c, where) for c in channels]
-    side = max(_STAMP_SIDE.get(alert["survey"], 0), *(s for p in planes for s in p.shape))
-    position = (keywords["xpos"], keywords["ypos"])
-    padded = [_pad(p, side, position) for p in planes]
-    keywords["edge"] = any(p is not q for p, q in zip(planes, padded, strict=True))
+    side = _STAMP_SIDE.get(alert["survey"], 0)
+    if all(p.shape == (side, side) for p in planes):  # full stamps, nearly all of them
+        padded = planes
+        keywords["edge"] = False
+    else:
+        side = max(side, *(s for p in planes for s in p.shape))
+        position = (keywords["xpos"], keywords["ypos"])
+        padded = [_pad(p, side, position) for p in planes]
+        keywords["edge"] = any(p is not q for p, q in zip(planes, padded, strict=True))
     if len({p.shape for p in padded}) != 1:
         return cutouts._stack(padded, channels, cutout_size, where), keywords  # says so
     # Planes may be views of the stamps' big-endian bytes: each is converted as it is
