@@ -44,13 +44,15 @@ report as a skipped file.
 
 Reading speed and memory
 ------------------------
-A writer schema is parsed once per distinct schema, not once per file. In a block of
-one record (brokers write one alert per block) the cutouts, the record's last fields,
-are found from the block's end and the candidate is decoded up to itself, so the
-previous detections, most of a packet, are never walked; other blocks are decoded by
-fastavro with a reader schema that keeps only the fields used. Stamps are inflated
-by ISA-L where ``isal`` is installed (zlib otherwise) and decoded by otrain's fast
-FITS reader. A file is indexed once (its alert ids) and decoded a block (Avro) or row
+A writer schema is parsed once per distinct schema, not once per file, and a file
+whose header is byte for byte one seen before (the files of one stream) skips its
+parsing. In a block of one record (brokers write one alert per block) the cutouts, the
+record's last fields, are found from the block's end and the candidate is decoded up
+to itself by a function written once per schema, so the previous detections, most of
+a packet, are never walked; other blocks are decoded by fastavro with a reader schema
+that keeps only the fields used. Stamps are inflated by ISA-L where ``isal`` is
+installed (zlib otherwise); a one-HDU stamp of plain cards (every ZTF stamp) is read
+straight from its bytes, any other by otrain's FITS readers. A file is indexed once (its alert ids) and decoded a block (Avro) or row
 group (Parquet) at a time; the last few files keep their last decoded block, so the
 references of one file read in a row decode each block once and memory holds one
 block per file, however large the file (large Avro files are memory-mapped).
