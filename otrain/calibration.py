@@ -33,6 +33,8 @@ __all__ = [
     "Calibration",
     "calibrate",
     "fit_calibration",
+    "fit_calibration_scores",
+    "log_odds",
     "calibration_cautions",
     "calibrate_model_file",
     "MIN_CALIBRATION_STAMPS",
@@ -65,6 +67,12 @@ class Calibration:
     """
 
     def __init__(self, method, params):
+        params = dict(params)
+        scale = params.pop("input", "p_real")
+        if scale not in _SCALES:
+            raise ValueError(
+                f"calibration input must be one of {', '.join(_SCALES)}, got {scale!r}"
+            )
         if method not in CALIBRATION_METHODS:
             raise ValueError(
                 f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, "
@@ -87,6 +95,7 @@ class Calibration:
             params = {"x": x.tolist(), "y": y.tolist()}
         self.method = method
         self.params = params
+        self.input = scale
 
     def apply(self, p_real):
         """Calibrated P(real) of raw P(real) values.
@@ -101,6 +110,8 @@ class Calibration:
         ndarray of float64, same shape
         """
         p = np.asarray(p_real, dtype=np.float64)
+        if self.input == "log_odds":
+            p = log_odds(p)
         if self.method == "sigmoid":
             from scipy.special import expit
 
@@ -110,7 +121,10 @@ class Calibration:
 
     def to_record(self):
         """The JSON-able record stored in a model file: ``{"method", **params}``."""
-        return {"method": self.method, **self.params}
+        record = {"method": self.method, **self.params}
+        if self.input != "p_real":
+            record["input"] = self.input
+        return record
 
     @classmethod
     def from_record(cls, record):
@@ -119,9 +133,64 @@ class Calibration:
         return cls(record.pop("method"), record)
 
     def __repr__(self):
+        on = "" if self.input == "p_real" else f", input={self.input!r}"
         if self.method == "sigmoid":
-            return f"Calibration('sigmoid', a={self.params['a']:.4g}, b={self.params['b']:.4g})"
-        return f"Calibration('isotonic', {len(self.params['x'])} points)"
+            return f"Calibration('sigmoid', a={self.params['a']:.4g}, b={self.params['b']:.4g}{on})"
+        return f"Calibration('isotonic', {len(self.params['x'])} points{on})"
+
+
+# What a map takes: P(real) itself, or its log-odds log(p / (1 - p)).
+_SCALES = ("p_real", "log_odds")
+# P(real) is clipped this far from 0 and 1 before its log-odds are taken.
+_CLIP = 1e-7
+
+
+def log_odds(p_real):
+    """``log(p / (1 - p))`` of P(real), clipped to stay finite (float64)."""
+    p = np.clip(np.asarray(p_real, dtype=np.float64), _CLIP, 1.0 - _CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def fit_calibration_scores(p_real, y, *, method="sigmoid"):
+    """Fit a calibration map on the log-odds of P(real) values and their labels.
+
+    For out-of-fold scores (each stamp scored by the network of an ensemble that did
+    not train on it; see :meth:`otrain.CutoutClassifier.calibrate`). The map takes
+    the log-odds of P(real): a sigmoid on log-odds (Platt scaling) then carries over
+    exactly from one network to an ensemble that averages its networks' log-odds.
+
+    Parameters
+    ----------
+    p_real : array-like of shape (n,)
+        Uncalibrated P(real).
+    y : array-like of shape (n,)
+        1 real, 0 bogus.
+    method : {"sigmoid", "isotonic"}, default "sigmoid"
+
+    Returns
+    -------
+    Calibration
+    """
+    from sklearn.calibration import _SigmoidCalibration
+    from sklearn.isotonic import IsotonicRegression
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(
+            f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}"
+        )
+    y = np.asarray(y).astype(int)
+    if len(np.unique(y)) != 2:
+        raise ValueError(
+            f"calibration needs real and bogus stamps; y holds {len(np.unique(y))} class(es)"
+        )
+    scores = log_odds(p_real)
+    if method == "sigmoid":
+        mapping = _SigmoidCalibration().fit(scores, y)
+        params = {"a": float(mapping.a_), "b": float(mapping.b_)}
+    else:
+        mapping = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(scores, y)
+        params = {"x": mapping.X_thresholds_.tolist(), "y": mapping.y_thresholds_.tolist()}
+    return Calibration(method, {**params, "input": "log_odds"})
 
 
 def calibrate(classifier, X, y, *, method="sigmoid"):

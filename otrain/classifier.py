@@ -29,7 +29,15 @@ import keras  # noqa: E402 - after the quiet import of TensorFlow
 from scikeras.utils import metric_name  # noqa: E402
 from scikeras.wrappers import KerasClassifier  # noqa: E402
 
-from .networks import NETWORKS, NORMALISATIONS, build_model  # noqa: E402
+from .networks import (  # noqa: E402
+    NETWORKS,
+    NORMALISATIONS,
+    assemble_ensemble,
+    build_model,
+    dihedral,
+    ensemble_members,
+    n_dihedral_views,
+)
 
 __all__ = ["CutoutClassifier"]
 
@@ -162,9 +170,10 @@ class CutoutClassifier(KerasClassifier):
         dropout=0.3,
         learning_rate=1e-3,
         batch_size=64,
-        epochs=50,
+        epochs=30,
         validation_fraction=0.15,
-        patience=8,
+        patience=5,
+        ensemble=1,
         class_weight="balanced",
         random_state=None,
         verbose=0,
@@ -192,6 +201,7 @@ class CutoutClassifier(KerasClassifier):
         self.network = network
         self.normalisation = normalisation
         self.augment = augment
+        self.ensemble = ensemble
         self.dropout = dropout
         self.learning_rate = learning_rate
         self.validation_fraction = validation_fraction
@@ -240,6 +250,7 @@ class CutoutClassifier(KerasClassifier):
         check_int(self.epochs, "epochs", low=1)
         check_fraction(self.validation_fraction, "validation_fraction")
         check_int(self.patience, "patience", low=0)
+        check_int(self.ensemble, "ensemble", low=1)
         check_int(self.verbose, "verbose", low=0)
         if not (
             self.class_weight is None
@@ -258,21 +269,34 @@ class CutoutClassifier(KerasClassifier):
         prebuilt = getattr(self, "_prebuilt_model", None)
         if prebuilt is not None:
             return prebuilt
-        model = build_model(
+        # Drawn by _fit; scikeras' initialize() outside a fit draws its own.
+        seed = (getattr(self, "_fit_seeds", None) or self._draw_seeds())["weights"]
+        if self.ensemble == 1:
+            model = self._build_network(seed)
+        else:
+            seeds = spawn_seeds(np.random.SeedSequence(seed), self.ensemble)
+            model = assemble_ensemble([self._build_network(s) for s in seeds])
+        self._compile(model)
+        return model
+
+    def _build_network(self, seed):
+        # Rotations and flips are shown by the training batches (_Batches), all eight
+        # of each stamp per epoch, not drawn at random inside the network.
+        return build_model(
             self.X_shape_[1:],
             network=self.network,
             normalisation=self.normalisation,
-            augment=self.augment,
+            augment=False,
             dropout=self.dropout,
-            # Drawn by _fit; scikeras' initialize() outside a fit draws its own.
-            seed=(getattr(self, "_fit_seeds", None) or self._draw_seeds())["weights"],
+            seed=seed,
         )
+
+    def _compile(self, model):
         model.compile(
             optimizer=self._optimizer(),
             loss=self.loss,
             metrics=list(self.metrics or []),
         )
-        return model
 
     def _optimizer(self):
         """A fresh optimizer from ``optimizer`` (a name or a class) at ``learning_rate``."""
@@ -300,6 +324,7 @@ class CutoutClassifier(KerasClassifier):
         vars(self).update(**getattr(self.feature_encoder, "get_metadata", dict)())
         self.model_ = self._build_keras_model()
         self._initialize_callbacks()
+        self._new_model = True
         return X, y
 
     def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
@@ -404,8 +429,9 @@ class CutoutClassifier(KerasClassifier):
         # from random_state; nothing else is read.
         self._fit_seeds = self._draw_seeds()
         # A network trained further no longer matches what was fitted on the old one.
-        for name in ("calibration_", "threshold_", "bfloat16_check_", "model_file_record_"):
-            setattr(self, name, None)
+        for name in _FITTED_STATE:
+            if name != "channels_":
+                setattr(self, name, None)
         try:
             super()._fit(X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs)
         finally:
@@ -414,18 +440,6 @@ class CutoutClassifier(KerasClassifier):
     def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
         from scikeras._utils import route_params
 
-        callbacks = list(self._fit_callbacks)
-        validation_data = kwargs.pop("validation_data", None)
-        stopping = None
-        if self.validation_fraction > 0 and validation_data is None:
-            split = self._validation_split(X, y, sample_weight, self._fit_seeds["split"])
-            if split is not None:
-                X, y, sample_weight, validation_data = split
-                stopping = keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=self.patience, restore_best_weights=True
-                )
-                callbacks.append(stopping)
-        callbacks.append(keras.callbacks.TerminateOnNaN())
         fit_args = route_params(self.get_params(), destination="fit", pass_filter=self._fit_kwargs)
         fit_args.update(kwargs)
         fit_args = {k: v for k, v in fit_args.items() if not k.startswith("callbacks")}
@@ -434,16 +448,61 @@ class CutoutClassifier(KerasClassifier):
         batch_size = fit_args.pop("batch_size", None) or 32
         batch_size = len(X) if batch_size == -1 else int(batch_size)
         fit_args.setdefault("validation_batch_size", batch_size)
+        new_model, self._new_model = getattr(self, "_new_model", False), False
+        networks = ensemble_members(self.model_) if new_model else None
+        if networks is not None and "validation_data" not in fit_args:
+            runs = self._fit_ensemble(networks, X, y, sample_weight, epochs, batch_size, fit_args)
+        else:
+            validation_data = fit_args.pop("validation_data", None)
+            split = None
+            if self.validation_fraction > 0 and validation_data is None:
+                split = self._validation_split(X, y, sample_weight, self._fit_seeds["split"])
+            if split is not None:
+                X, y, sample_weight, validation_data = split
+            runs = [
+                self._fit_network(
+                    self.model_,
+                    (X, y, sample_weight),
+                    validation_data,
+                    epochs,
+                    initial_epoch,
+                    batch_size,
+                    self._fit_seeds["shuffle"],
+                    stop_early=split is not None,
+                    fit_args=fit_args,
+                )
+            ]
+        self._record_training(runs, warm_start and initial_epoch > 0, initial_epoch + epochs)
+        if not np.all(np.isfinite(self.history_["loss"])):
+            raise ValueError(
+                f"training diverged (the loss became NaN at epoch {len(self.history_['loss'])}): "
+                f"normalise the stamps (normalisation='l2' or 'robust', not "
+                f"{self.normalisation!r}) or lower the learning rate ({self.learning_rate})"
+            )
+
+    def _fit_network(
+        self, model, train, validation_data, epochs, initial_epoch, batch_size, seed, *,
+        stop_early, fit_args,
+    ):  # fmt: skip
+        """Train one network; returns its history, steps and how it ended."""
+        callbacks = list(self._fit_callbacks)
+        stopping = None
+        if stop_early and validation_data is not None:
+            stopping = keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=self.patience, restore_best_weights=True
+            )
+            callbacks.append(stopping)
+        callbacks.append(keras.callbacks.TerminateOnNaN())
+        args = dict(fit_args)
         batches = _Batches(
-            X,
-            y,
-            sample_weight,
+            *train,
             batch_size,
-            shuffle=fit_args.pop("shuffle", True),
-            seed=self._fit_seeds["shuffle"],
+            shuffle=args.pop("shuffle", True),
+            seed=seed,
             first_epoch=initial_epoch,
+            views=n_dihedral_views(train[0].shape[1:]) if self.augment else 1,
         )
-        history = self.model_.fit(
+        history = model.fit(
             batches,
             epochs=initial_epoch + epochs,
             initial_epoch=initial_epoch,
@@ -452,38 +511,110 @@ class CutoutClassifier(KerasClassifier):
             # The batches come in their seeded order; Keras would shuffle them again
             # with Python's process-wide `random`.
             shuffle=False,
-            **fit_args,
+            **args,
         )
-        if not warm_start or not getattr(self, "history_", None) or initial_epoch == 0:
+        history = dict(history.history)
+        n_epochs = len(history.get("loss", []))
+        valid = np.asarray(history.get("val_loss", []), dtype=np.float64)
+        if stopping is not None and valid.size and np.isfinite(valid).any():
+            # restore_best_weights keeps the epoch of the lowest validation loss.
+            best = initial_epoch + int(np.nanargmin(valid)) + 1
+        else:
+            best = initial_epoch + n_epochs
+        return {
+            "history": history,
+            "n_steps": n_epochs * len(batches),
+            "best_epoch": best,
+            "stopped_early": bool(stopping is not None and stopping.stopped_epoch > 0),
+        }
+
+    def _fit_ensemble(self, networks, X, y, sample_weight, epochs, batch_size, fit_args):
+        """Train each network of an ensemble on all folds but its own (cross-fitting).
+
+        Network k stops early on fold k and scores it: every stamp gets one
+        out-of-fold P(real) (``oof_p_real_``), which :meth:`calibrate` can fit on.
+        """
+        from sklearn.model_selection import StratifiedKFold
+
+        k = len(networks)
+        labels = np.ravel(y).astype(int)
+        counts = np.bincount(labels, minlength=2)
+        shuffle_seeds = spawn_seeds(np.random.SeedSequence(self._fit_seeds["shuffle"]), k)
+        if counts.min() < k:
+            # Too few stamps of a class for k folds: each network trains on them all,
+            # for `epochs` epochs, and nothing is out of fold.
+            folds = [(np.arange(len(labels)), None)] * k
+        else:
+            splitter = StratifiedKFold(k, shuffle=True, random_state=self._fit_seeds["split"])
+            folds = list(splitter.split(np.zeros(len(labels)), labels))
+        oof = np.full(len(labels), np.nan)
+        runs = []
+        for network, (train, held_out), seed in zip(networks, folds, shuffle_seeds, strict=True):
+            self._compile(network)
+            weights = None if sample_weight is None else sample_weight[train]
+            validation_data = None
+            if held_out is not None:
+                validation_data = (X[held_out], y[held_out])
+                if sample_weight is not None:
+                    validation_data += (sample_weight[held_out],)
+            runs.append(
+                self._fit_network(
+                    network,
+                    (X[train], y[train], weights),
+                    validation_data,
+                    epochs,
+                    0,
+                    batch_size,
+                    seed,
+                    stop_early=True,
+                    fit_args=fit_args,
+                )
+            )
+            if held_out is not None:
+                proba = _forward_function(network)(np.asarray(X[held_out], np.float32))
+                oof[held_out] = np.asarray(proba)[:, 1]
+        # The networks' own optimizers are dropped; the ensemble trains further as one.
+        self._compile(self.model_)
+        if not np.isnan(oof).any():
+            self.oof_p_real_ = oof
+            self.oof_y_ = labels
+        return runs
+
+    def _record_training(self, runs, continued, cap):
+        """How the training ran: epochs, gradient steps, kept epochs, why it ended."""
+        histories = [run["history"] for run in runs]
+        keys = [key for key in histories[0] if all(key in h for h in histories)]
+        merged = {}
+        for key in keys:
+            # The mean over the networks of an ensemble, epoch by epoch.
+            length = max(len(h[key]) for h in histories)
+            merged[key] = [
+                float(np.mean([h[key][epoch] for h in histories if epoch < len(h[key])]))
+                for epoch in range(length)
+            ]
+        if not continued or not getattr(self, "history_", None):
             self.history_ = defaultdict(list)
-        for key, values in history.history.items():
+            self.n_steps_ = 0
+        for key, values in merged.items():
             if not (key == "loss" or key.startswith("val_")):
                 try:
                     key = metric_name(key)
                 except ValueError:
                     pass
             self.history_[key] += values
-        self._record_training(history.history, len(batches), stopping, initial_epoch + epochs)
-        if not np.all(np.isfinite(self.history_["loss"])):
-            raise ValueError(
-                f"training diverged (the loss became NaN at epoch {len(self.history_['loss'])}): "
-                f"normalise the stamps (normalisation='l2' or 'robust', not "
-                f"{self.normalisation!r}) or lower the learning rate ({self.learning_rate})"
-            )
-
-    def _record_training(self, history, steps_per_epoch, stopping, cap):
-        """How the training ran: epochs, gradient steps, kept epoch, why it ended."""
-        n_epochs = len(self.history_["loss"])
-        self.n_epochs_ = n_epochs
-        self.n_steps_ = getattr(self, "n_steps_", 0) if n_epochs > len(history["loss"]) else 0
-        self.n_steps_ += len(history["loss"]) * steps_per_epoch
-        self.stopped_early_ = bool(stopping is not None and stopping.stopped_epoch > 0)
-        valid = np.asarray(self.history_.get("val_loss", []), dtype=np.float64)
-        if stopping is not None and valid.size and np.isfinite(valid).any():
-            # restore_best_weights keeps the epoch of the lowest validation loss.
-            self.best_epoch_ = int(np.nanargmin(valid)) + 1
-        else:
-            self.best_epoch_ = n_epochs
+        self.n_epochs_ = len(self.history_["loss"])
+        self.n_steps_ = (getattr(self, "n_steps_", 0) or 0) + sum(run["n_steps"] for run in runs)
+        self.stopped_early_ = all(run["stopped_early"] for run in runs)
+        self.best_epoch_ = int(np.median([run["best_epoch"] for run in runs]))
+        self.networks_ = [
+            {
+                "n_epochs": len(run["history"].get("loss", [])),
+                "n_steps": run["n_steps"],
+                "best_epoch": run["best_epoch"],
+                "stopped_early": run["stopped_early"],
+            }
+            for run in runs
+        ]
         self.epochs_cap_ = int(cap)
 
     def _validation_split(self, X, y, sample_weight, seed):
@@ -669,14 +800,18 @@ class CutoutClassifier(KerasClassifier):
         threshold = 0.5 if threshold is None else threshold
         return self.classes_[(p_real >= threshold).astype(int)]
 
-    def calibrate(self, X, y, *, method="sigmoid"):
-        """Calibrate P(real) on held-out stamps (see :func:`otrain.calibration.calibrate`).
+    def calibrate(self, X=None, y=None, *, method="sigmoid"):
+        """Calibrate P(real) on held-out stamps, or cross-fitted on the training stamps.
 
         Parameters
         ----------
-        X : array-like of shape (n, H, W, C)
-            Stamps the network was not trained on.
-        y : array-like of shape (n,)
+        X : array-like of shape (n, H, W, C), optional
+            Stamps the network was not trained on (see
+            :func:`otrain.calibration.calibrate`). Without ``X`` and ``y``, an
+            ensemble (``ensemble`` >= 2) is calibrated on its out-of-fold P(real) of
+            the training stamps (``oof_p_real_``: each scored by the network that did
+            not train on it), so no labelled stamp is spent on calibration alone.
+        y : array-like of shape (n,), optional
             1 real, 0 bogus.
         method : {"sigmoid", "isotonic"}, default "sigmoid"
 
@@ -685,14 +820,91 @@ class CutoutClassifier(KerasClassifier):
         self : CutoutClassifier
             With ``calibration_`` set; ``predict_proba`` applies it.
         """
-        from .calibration import CALIBRATION_METHODS, fit_calibration
+        from .calibration import CALIBRATION_METHODS, fit_calibration, fit_calibration_scores
 
         check_choice(method, "method", CALIBRATION_METHODS)
         self._check_fitted()
+        if (X is None) != (y is None):
+            raise ValueError("give both X and y, or neither (cross-fitted calibration)")
+        if X is None:
+            if getattr(self, "oof_p_real_", None) is None:
+                raise ValueError(
+                    "no out-of-fold P(real) to calibrate on: they come from fitting an "
+                    "ensemble (ensemble >= 2) with at least `ensemble` stamps of each class; "
+                    "give held-out stamps X, y instead"
+                )
+            self.calibration_ = fit_calibration_scores(self.oof_p_real_, self.oof_y_, method=method)
+            return self
         # The map is fitted on the network's own probabilities, never on an older map's.
         self.calibration_ = None
         self.calibration_ = fit_calibration(self, X, y, method=method)
         return self
+
+    @property
+    def n_networks_(self):
+        """How many networks the fitted model averages (1 for a single network)."""
+        self._check_fitted()
+        return len(ensemble_members(self.model_) or [self.model_])
+
+    def predict_proba_networks(self, X, *, calibrated=False):
+        """P(real) of each network of an ensemble, for their disagreement.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, H, W, C)
+        calibrated : bool, default False
+            Apply ``calibration_`` to each network's P(real).
+
+        Returns
+        -------
+        ndarray of shape (n, n_networks)
+            One column per network (one column for a single network); the ensemble's
+            P(real) is :meth:`combine_networks` of it.
+        """
+        each = self._networks_raw(X)
+        if calibrated and getattr(self, "calibration_", None) is not None:
+            each = self.calibration_.apply(each)
+        return each
+
+    def combine_networks(self, each):
+        """The ensemble's [P(bogus), P(real)] from its networks' raw P(real).
+
+        The mean of the networks' log-odds (as the model's last layer,
+        :class:`otrain.networks.EnsembleMean`), then the calibration: the same as
+        ``predict_proba`` without a second pass through the networks.
+
+        Parameters
+        ----------
+        each : ndarray of shape (n, n_networks)
+            From :meth:`predict_proba_networks` (uncalibrated).
+
+        Returns
+        -------
+        ndarray of shape (n, 2)
+        """
+        from .calibration import log_odds
+
+        each = np.asarray(each, dtype=np.float64)
+        if each.shape[1] == 1:
+            p_real = each[:, 0]
+        else:
+            p_real = 1.0 / (1.0 + np.exp(-np.mean(log_odds(each), axis=1)))
+        return self._calibrated(np.column_stack([1.0 - p_real, p_real]))
+
+    def _networks_raw(self, X):
+        self._check_fitted()
+        X, _ = self._validate_data(X=X, y=None)
+        X = np.asarray(self.feature_encoder_.transform(X), dtype=np.float32)
+        networks = ensemble_members(self.model_) or [self.model_]
+        columns = []
+        for network in networks:
+            forward = _forward_function(network)
+            batches = [
+                np.asarray(forward(X[start : start + _PREDICT_BATCH_SIZE]))[:, -1]
+                for start in range(0, len(X), _PREDICT_BATCH_SIZE)
+            ]
+            columns.append(np.concatenate(batches) if batches else np.empty(0, np.float32))
+        return np.column_stack(columns).astype(np.float64)
 
     def predict_proba_mc(self, X, n_samples=30, *, random_state=None, batch_size=None):
         """Monte-Carlo dropout: mean and spread of the probabilities over dropout draws.
@@ -758,6 +970,8 @@ _FITTED_STATE = (
     "bfloat16_check_",
     "channels_",
     "model_file_record_",
+    "oof_p_real_",
+    "oof_y_",
 )
 
 # scikeras routes parameters named `fit__...`, `predict__...` and `callbacks__...` to
@@ -774,9 +988,10 @@ class _Batches(keras.utils.PyDataset):
     the same seed gives the same batches in any process, thread or order of fits.
     """
 
-    def __init__(self, X, y, sample_weight, batch_size, *, shuffle, seed, first_epoch):
+    def __init__(self, X, y, sample_weight, batch_size, *, shuffle, seed, first_epoch, views=1):
         super().__init__()
         self._arrays = (X, y) if sample_weight is None else (X, y, sample_weight)
+        self._views = int(views)
         self._batch_size = batch_size
         self._shuffle = bool(shuffle)
         self._seed = seed
@@ -784,7 +999,7 @@ class _Batches(keras.utils.PyDataset):
         self._order = self._permutation()
 
     def _permutation(self):
-        n = len(self._arrays[0])
+        n = len(self._arrays[0]) * self._views
         if not self._shuffle:
             return np.arange(n)
         return np.random.default_rng([self._seed, self._epoch]).permutation(n)
@@ -794,7 +1009,15 @@ class _Batches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         take = np.sort(self._order[index * self._batch_size : (index + 1) * self._batch_size])
-        return tuple(array[take] for array in self._arrays)
+        if self._views == 1:
+            return tuple(array[take] for array in self._arrays)
+        # Entry i of an epoch is stamp i // views in its rotation or flip i % views.
+        stamps, views = np.divmod(take, self._views)
+        X = np.asarray(self._arrays[0][stamps])
+        for view in np.unique(views):
+            chosen = views == view
+            X[chosen] = dihedral(X[chosen], int(view))
+        return (X, *(array[stamps] for array in self._arrays[1:]))
 
     def on_epoch_end(self):
         self._epoch += 1

@@ -67,7 +67,6 @@ _KEYWORDS = {
 KEYWORD_COLUMNS = ("path", *_KEYWORDS)
 
 
-
 def _lookup(headers, names):
     for header in headers:
         for name in names:

@@ -482,11 +482,28 @@ def grad_cam(
             f"the model has {n_units} outputs; Grad-CAM here explains a real/bogus model with "
             "one (sigmoid, P(real)) or two (softmax, [bogus, real])"
         )
-    _, conv = _find_conv(model, layer)
-    grad_model, dense, geometry = _grad_model(model, conv)
-    # The threshold on P(real) as a threshold on the log-odds.
-    raw = _raw_maps(grad_model, dense, X, signs, _logit(threshold), int(batch_size))
-    return _to_stamp(raw, height, width, geometry)
+    from .networks import ensemble_members
+
+    networks = ensemble_members(model)
+    if networks is None:
+        _, conv = _find_conv(model, layer)
+        grad_model, dense, geometry = _grad_model(model, conv)
+        # The threshold on P(real) as a threshold on the log-odds.
+        raw = _raw_maps(grad_model, dense, X, signs, _logit(threshold), int(batch_size))
+        return _to_stamp(raw, height, width, geometry)
+    # An ensemble: each network explains the class the ensemble calls (or the one
+    # asked for), and the maps are averaged, each scaled to a maximum of 1 first.
+    if signs is None:
+        p_real = model.predict(X, batch_size=int(batch_size), verbose=0)[:, -1]
+        signs = np.where(p_real >= threshold, 1.0, -1.0).astype(np.float32)
+    if layer is not None and "/" in layer:
+        network_name, layer = layer.split("/", 1)
+        networks = [n for n in networks if n.name == network_name] or networks
+    maps = [
+        grad_cam(network, X, layer=layer, target=np.where(signs > 0, 1, 0), batch_size=batch_size)
+        for network in networks
+    ]
+    return _unit_max(np.mean(maps, axis=0))
 
 
 def _raw_maps(grad_model, dense, X, signs, cut, batch_size):
@@ -544,9 +561,14 @@ def _to_stamp(cam, height, width, geometry):
     out = np.empty((n, height, width), np.float32)
     for k in range(n):
         out[k] = map_coordinates(cam[k], grid, order=1, mode="nearest")
-    out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-    peak = out.reshape(n, -1).max(axis=1)[:, None, None]
-    out = np.divide(out, peak, out=np.zeros_like(out), where=peak > 0)
+    return _unit_max(np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0))
+
+
+def _unit_max(maps):
+    """Maps (n, H, W) scaled so that each one's maximum is 1 (all-zero maps stay 0)."""
+    maps = np.asarray(maps, dtype=np.float32)
+    peak = maps.reshape(len(maps), -1).max(axis=1)[:, None, None]
+    out = np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
     return np.clip(out, 0.0, 1.0)
 
 

@@ -102,6 +102,7 @@ COLUMN_DESCRIPTIONS = {
     "label1": "P(real), the network's probability that the candidate is real",
     "label": "1 where P(real) >= the threshold (real), else 0",
     "label1_std": "standard deviation of P(real) over the Monte-Carlo dropout draws",
+    "label1_ensemble_std": "standard deviation of P(real) over the networks of the ensemble",
     "status": "what became of the file: " + ", ".join(STATUSES),
     "reason": "why the file was not scored (empty when scored)",
     **{column: description for column, (_, description) in OPTIONAL_COLUMNS.items()},
@@ -337,10 +338,19 @@ def _for_scoring(reason, path, input_shape):
 def _score_read(classifier, read, scoring):
     """Score one chunk read by :func:`_read_chunk`; its table, one row per file."""
     chunk, (cube, keywords, status, fates) = read
-    proba = std = None
+    proba = std = spread = None
+    ensemble = classifier.n_networks_ > 1
     if len(cube):
+        if ensemble:
+            # One pass through the networks gives both the ensemble's P(real) and
+            # their disagreement.
+            each = classifier.predict_proba_networks(cube)
+            proba = classifier.combine_networks(each)
+            if getattr(classifier, "calibration_", None) is not None:
+                each = classifier.calibration_.apply(each)
+            spread = each.std(axis=1)
         if scoring["mc_samples"] is None:
-            proba = classifier.predict_proba(cube)
+            proba = classifier.predict_proba(cube) if proba is None else proba
         else:
             # Each chunk gets its own, reproducible seed: one seed for all chunks
             # would repeat the same dropout masks chunk after chunk.
@@ -348,12 +358,23 @@ def _score_read(classifier, read, scoring):
             seed = None if seed is None else [int(seed), scoring["chunk"]]
             proba, std = classifier.predict_proba_mc(cube, scoring["mc_samples"], random_state=seed)
     scoring["chunk"] += 1
-    return _result_table(chunk, keywords, status, fates, proba, std, scoring)
+    table = _result_table(chunk, keywords, status, fates, proba, std, scoring)
+    if ensemble:
+        column = _masked_scores(spread, table["status"] == "scored")
+        table.add_column(column, name="label1_ensemble_std", index=table.index_column("status"))
+    return table
+
+
+def _masked_scores(values, scored):
+    """A column of ``values`` at the ``scored`` rows, masked (blank) elsewhere."""
+    full = np.full(len(scored), np.nan)
+    if values is not None:
+        full[np.asarray(scored)] = values
+    return MaskedColumn(full, mask=~np.asarray(scored))
 
 
 def _result_table(chunk, keywords, status, fates, proba, std, scoring):
     """One row per file of ``chunk``: keywords where read, P(real) where scored."""
-    n = len(chunk)
     row_of = np.array([f if isinstance(f, int) else -1 for f in fates], dtype=np.int64)
     read = row_of >= 0
     file_status = np.array([status[f] if isinstance(f, int) else f[0] for f in fates], dtype="U10")
@@ -370,10 +391,7 @@ def _result_table(chunk, keywords, status, fates, proba, std, scoring):
         table["cand_ID"] = ids.astype(str)
 
     def masked(values):
-        full = np.full(n, np.nan)
-        if values is not None:
-            full[scored] = values
-        return MaskedColumn(full, mask=~scored)
+        return _masked_scores(values, scored)
 
     table["label0"] = masked(None if proba is None else proba[:, 0])
     table["label1"] = masked(None if proba is None else proba[:, 1])
@@ -410,13 +428,17 @@ def _spread(values, row_of, read):
 def _scored_only(table):
     """The scored rows, with the columns of O'TRAIN's table (and ``label1_std``)."""
     table = table[table["status"] == "scored"]
-    keep = [c for c in (*RESULT_COLUMNS, "label1_std") if c in table.colnames]
+    keep = [c for c in (*RESULT_COLUMNS, *_SPREADS) if c in table.colnames]
     table = table[keep]
-    for column in ("label0", "label1", "label", "label1_std"):
+    for column in ("label0", "label1", "label", *_SPREADS):
         # Scored rows have every value: plain columns, as O'TRAIN's table had.
         if column in table.colnames and hasattr(table[column], "filled"):
             table[column] = Column(table[column].filled(), description=table[column].description)
     return table
+
+
+# Spreads of P(real) the .dat keeps after O'TRAIN's columns, when they were measured.
+_SPREADS = ("label1_std", "label1_ensemble_std")
 
 
 def _empty_results(mc=False, every_input=False):

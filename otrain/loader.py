@@ -116,4 +116,3 @@ def _as_paths(X):
             f"CutoutLoader expects a 1-D list of file paths, got an array of shape {array.shape}"
         )
     return [os.fspath(p) for p in array]
-

@@ -197,12 +197,13 @@ def _jsonable(value):
 
 
 def _normalisation_of(model):
-    from .networks import StampNormalisation
+    from .networks import StampNormalisation, ensemble_members
 
     for layer in model.layers:
         if isinstance(layer, StampNormalisation):
             return layer.method
-    return None
+    networks = ensemble_members(model)
+    return _normalisation_of(networks[0]) if networks else None
 
 
 def read_record(path):
@@ -357,9 +358,13 @@ def load_model(path, *, channels=None, normalisation=None):
 
 
 def _custom_objects():
-    from .networks import RandomDihedral, StampNormalisation
+    from .networks import EnsembleMean, RandomDihedral, StampNormalisation
 
-    return {"StampNormalisation": StampNormalisation, "RandomDihedral": RandomDihedral}
+    return {
+        "StampNormalisation": StampNormalisation,
+        "RandomDihedral": RandomDihedral,
+        "EnsembleMean": EnsembleMean,
+    }
 
 
 # The layers a real/bogus CNN is built from (otrain's networks, braai, O'TRAIN's and
@@ -376,8 +381,8 @@ _LAYERS = frozenset(
         "ZeroPadding2D", "Cropping2D", "UpSampling2D",
         "Add", "Concatenate", "Multiply", "Average", "Maximum", "Minimum", "Subtract",
         # otrain's own layers, under their plain and registered names.
-        "StampNormalisation", "RandomDihedral",
-        "otrain>StampNormalisation", "otrain>RandomDihedral",
+        "StampNormalisation", "RandomDihedral", "EnsembleMean",
+        "otrain>StampNormalisation", "otrain>RandomDihedral", "otrain>EnsembleMean",
     }
 )  # fmt: skip
 # Objects nested in layer configs: initialisers, regularisers, constraints, dtype

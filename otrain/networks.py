@@ -48,6 +48,11 @@ __all__ = [
     "build_model",
     "LayerSeeds",
     "reseed_model",
+    "dihedral",
+    "n_dihedral_views",
+    "EnsembleMean",
+    "assemble_ensemble",
+    "ensemble_members",
 ]
 
 #: Per-stamp normalisations, applied to each channel of each stamp.
@@ -163,6 +168,102 @@ class RandomDihedral(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
+
+
+def n_dihedral_views(shape):
+    """How many rotations and flips map a stamp of ``shape`` (H, W, ...) onto itself.
+
+    8 for square stamps (the symmetries of the square), 4 otherwise (the identity,
+    the two flips and the half turn).
+    """
+    return 8 if shape[0] == shape[1] else 4
+
+
+def dihedral(stamps, view):
+    """Stamps ``(n, H, W, C)`` in one of their rotations and flips (numpy).
+
+    Parameters
+    ----------
+    stamps : ndarray of shape (n, H, W, C)
+    view : int
+        0 (as they are) to ``n_dihedral_views(stamps.shape[1:]) - 1``: bit 0 flips the
+        rows, bit 1 the columns, bit 2 transposes (square stamps only).
+
+    Returns
+    -------
+    ndarray, same shape
+    """
+    x = stamps
+    if view & 1:
+        x = x[:, ::-1]
+    if view & 2:
+        x = x[:, :, ::-1]
+    if view & 4:
+        x = np.swapaxes(x, 1, 2)
+    return x
+
+
+@keras.saving.register_keras_serializable(package="otrain")
+class EnsembleMean(layers.Layer):
+    """One [P(bogus), P(real)] from several networks': the mean of their log-odds.
+
+    The networks of an ensemble vote by their log-odds of real (the geometric mean of
+    their odds), so a sigmoid calibration fitted on one network's log-odds applies to
+    the ensemble as the mean of the networks' calibrated log-odds.
+    """
+
+    def call(self, inputs):
+        eps = 1e-7
+        log_odds = [
+            ops.log(ops.clip(p[:, 1], eps, 1.0)) - ops.log(ops.clip(p[:, 0], eps, 1.0))
+            for p in inputs
+        ]
+        mean = ops.mean(ops.stack(log_odds, axis=-1), axis=-1)
+        p_real = ops.sigmoid(mean)
+        return ops.stack([1.0 - p_real, p_real], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+
+def assemble_ensemble(members, name="otrain_ensemble"):
+    """One Keras model from the networks of an ensemble: their mean log-odds.
+
+    Parameters
+    ----------
+    members : list of keras.Model
+        Models of the same input shape with a (batch, 2) softmax output; each becomes
+        a nested model named ``network_1``, ``network_2``...
+
+    Returns
+    -------
+    keras.Model
+        Output (batch, 2): [P(bogus), P(real)] of the mean log-odds (:class:`EnsembleMean`).
+    """
+    inputs = keras.Input(shape=tuple(members[0].input_shape[1:]), name="stamps")
+    outputs = []
+    for index, member in enumerate(members, start=1):
+        member.name = f"network_{index}"
+        outputs.append(member(inputs))
+    return keras.Model(inputs, EnsembleMean(name="ensemble_mean")(outputs), name=name)
+
+
+def ensemble_members(model):
+    """The networks of an ensemble model (:func:`assemble_ensemble`), or None.
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Returns
+    -------
+    list of keras.Model or None
+        None when ``model`` is a single network.
+    """
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    if not isinstance(last, EnsembleMean):
+        return None
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)]
 
 
 def otrain_network(inputs, *, dropout=0.3, seed=None):

@@ -3,9 +3,11 @@
 ``otrain-train`` is :func:`train_model` plus argument parsing and printing. The cube
 is split into a training part and a stratified validation part (O'TRAIN's
 ``--frac``); the classifier is fitted on the training part, where it holds out its
-own fraction for early stopping, so the validation set stays untouched until the
-diagnostics. Calibration and a threshold rule, when asked for, are fitted on one
-half of the validation part and judged on the other.
+own fraction for early stopping (an ensemble: its folds), so the validation set stays
+untouched until the diagnostics. Calibration and a threshold rule, when asked for, are
+fitted on the out-of-fold P(real) of the training part for an ensemble (cross-fitted:
+no stamp is set aside for them), otherwise on one half of the validation part and
+judged on the other.
 """
 
 from dataclasses import dataclass, field
@@ -112,6 +114,14 @@ class TrainingResult:
         Diagnostics of the chosen threshold on ``validation``.
     brier_before, brier_after : float or None
         Brier score of ``validation`` before and after calibration.
+    tuned_on : str or None
+        What calibration and the threshold rule were fitted on: ``"out-of-fold"``
+        (the training part, cross-fitted by an ensemble) or ``"held-out"`` (``tuning``).
+    n_tuned : int
+        How many stamps that was.
+    calibration_cautions : list of str
+        Why the calibration may not be trusted (too few stamps of a class for the
+        method, see :func:`otrain.calibration.calibration_cautions`).
     bfloat16_check : dict
         See :meth:`CutoutClassifier.check_bfloat16`.
     """
@@ -127,6 +137,9 @@ class TrainingResult:
     brier_before: float | None = None
     brier_after: float | None = None
     bfloat16_check: dict = field(default_factory=dict)
+    tuned_on: str | None = None
+    n_tuned: int = 0
+    calibration_cautions: list = field(default_factory=list)
 
     @property
     def model_extra(self):
@@ -134,6 +147,9 @@ class TrainingResult:
         extra = {"threshold": self.threshold}
         if self.threshold_rule is not None:
             extra["threshold_rule"] = dict(self.threshold_rule)
+        if self.brier_after is not None:
+            extra["calibration_stamps"] = self.n_tuned
+            extra["calibration_fitted_on"] = self.tuned_on
         return extra
 
     def write(self, model_file, report_dir, *, plots=True, overwrite=False):
@@ -214,12 +230,14 @@ def train_model(
     validation_fraction : float, default 0.15
         Share of the cube held out for the diagnostics (O'TRAIN's ``--frac``).
     calibrate : {"sigmoid", "isotonic"}, optional
-        Calibrate P(real) on half of the validation part.
+        Calibrate P(real): on the out-of-fold P(real) of the training part when the
+        classifier is an ensemble (``ensemble`` >= 2), else on half of the validation
+        part.
     threshold : float, optional
         Decision threshold to store (default 0.5); exclusive with the targets.
     target_recall, target_fpr : float, optional
-        Choose the threshold on half of the validation part: the highest keeping
-        this recall, or the lowest calling at most this fraction of bogus real.
+        Choose the threshold, on the same stamps as the calibration: the highest
+        keeping this recall, or the lowest calling at most this fraction of bogus real.
     random_state : int, default 0
         Seed of the splits.
     on_split : callable, optional
@@ -252,22 +270,37 @@ def train_model(
     train_on_cube(train, classifier)
     tuning = None
     result = {}
-    if calibrate or targets:
+    cross_fitted = getattr(classifier, "oof_p_real_", None) is not None
+    if (calibrate or targets) and not cross_fitted:
         tuning, valid = split_validation(valid, 0.5, random_state=random_state)
+    if calibrate or targets:
+        tuned_labels = classifier.oof_y_ if cross_fitted else tuning.labels
+        result["tuned_on"] = "out-of-fold" if cross_fitted else "held-out"
+        result["n_tuned"] = len(tuned_labels)
     if calibrate:
+        from .calibration import calibration_cautions
+
         result["brier_before"] = binary_diagnostics(
             valid.labels, classifier.predict_proba(valid.cube)[:, 1]
         )["brier"]
-        classifier.calibrate(tuning.cube, tuning.labels, method=calibrate)
+        if cross_fitted:
+            classifier.calibrate(method=calibrate)
+        else:
+            classifier.calibrate(tuning.cube, tuning.labels, method=calibrate)
+        result["calibration_cautions"] = calibration_cautions(tuned_labels, calibrate)
     p_real = classifier.predict_proba(valid.cube)[:, 1]
     if calibrate:
         result["brier_after"] = binary_diagnostics(valid.labels, p_real)["brier"]
     if targets:
-        threshold = choose_threshold(
-            tuning.labels, classifier.predict_proba(tuning.cube)[:, 1], **targets
-        )
+        if cross_fitted:
+            tuned_p = classifier.oof_p_real_
+            if classifier.calibration_ is not None:
+                tuned_p = classifier.calibration_.apply(tuned_p)
+        else:
+            tuned_p = classifier.predict_proba(tuning.cube)[:, 1]
+        threshold = choose_threshold(tuned_labels, tuned_p, **targets)
         ((name, value),) = targets.items()
-        result["threshold_rule"] = {name: value, "n_tuning": len(tuning)}
+        result["threshold_rule"] = {name: value, "n_tuning": len(tuned_labels)}
         result["threshold_diagnostics"] = binary_diagnostics(valid.labels, p_real, threshold)
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     classifier.set_threshold(threshold)

@@ -11,6 +11,7 @@ from conftest import tiny_network, tiny_network_without_seed
 from sklearn.base import clone
 
 from otrain import CutoutClassifier, NotFittedError
+from otrain.networks import n_dihedral_views
 
 
 def _small(stamps, n=60):
@@ -359,12 +360,95 @@ def test_how_the_training_ran_is_recorded(stamps):
     clf = CutoutClassifier(
         network=tiny_network, epochs=3, batch_size=16, patience=50, random_state=0
     ).fit(X, y)
-    # 60 stamps, 9 held out for early stopping: 51 in 4 batches of 16 an epoch.
-    assert (clf.n_epochs_, clf.n_steps_, clf.stopped_early_) == (3, 12, False)
+    # 60 stamps, 9 held out for early stopping: 51, each in its 8 rotations and
+    # flips, in 26 batches of 16 an epoch.
+    assert (clf.n_epochs_, clf.n_steps_, clf.stopped_early_) == (3, 78, False)
     assert clf.best_epoch_ == int(np.argmin(clf.history_["val_loss"])) + 1
+    assert clf.networks_ == [
+        {"n_epochs": 3, "n_steps": 78, "best_epoch": clf.best_epoch_, "stopped_early": False}
+    ]
     no_valid = CutoutClassifier(
-        network=tiny_network, epochs=2, batch_size=16, validation_fraction=0, random_state=0
+        network=tiny_network,
+        epochs=2,
+        batch_size=16,
+        validation_fraction=0,
+        augment=False,
+        random_state=0,
     ).fit(X, y)
+    # Without augmentation an epoch is the 60 stamps once: 4 batches.
     assert (no_valid.n_epochs_, no_valid.n_steps_, no_valid.best_epoch_) == (2, 8, 2)
     no_valid.partial_fit(X, y)
     assert (no_valid.n_epochs_, no_valid.n_steps_) == (3, 12)
+
+
+def test_an_epoch_shows_every_stamp_in_each_rotation_and_flip_once():
+    from otrain.classifier import _Batches
+    from otrain.networks import dihedral
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5, 4, 4, 1)).astype(np.float32)
+    y = np.arange(5)
+    batches = _Batches(X, y, None, 7, shuffle=True, seed=3, first_epoch=0, views=8)
+    assert len(batches) == 6  # 40 views in batches of 7
+    seen = [
+        (int(label), stamp.tobytes())
+        for index in range(len(batches))
+        for stamp, label in zip(*batches[index], strict=True)
+    ]
+    expected = [(i, dihedral(X[i : i + 1], v)[0].tobytes()) for i in range(5) for v in range(8)]
+    assert sorted(seen) == sorted(expected)
+    # The eight views of a stamp are eight different arrays.
+    assert len({b for _, b in expected}) == 40
+    first = [label for label, _ in seen]
+    batches.on_epoch_end()
+    again = [int(v) for index in range(len(batches)) for v in batches[index][1]]
+    assert first != again  # a new order each epoch
+    # Rectangular stamps have four symmetries (no transpose).
+    assert n_dihedral_views((63, 41, 3)) == 4 and n_dihedral_views((63, 63)) == 8
+
+
+def test_an_ensemble_is_cross_fitted_and_scored_as_one_model(stamps, tmp_path):
+    from otrain import load_model, save_model
+    from otrain.networks import ensemble_members
+
+    X, y = _small(stamps)
+    clf = CutoutClassifier(
+        network=tiny_network, ensemble=3, epochs=2, batch_size=16, random_state=0
+    ).fit(X, y, channels=["DIFF"])
+    networks = ensemble_members(clf.model_)
+    assert [n.name for n in networks] == ["network_1", "network_2", "network_3"]
+    assert len(clf.networks_) == 3 and clf.n_steps_ == sum(r["n_steps"] for r in clf.networks_)
+    # Each stamp scored once, by the network that did not train on it.
+    assert clf.oof_p_real_.shape == (len(y),) and np.all(np.isfinite(clf.oof_p_real_))
+    np.testing.assert_array_equal(clf.oof_y_, y)
+    each = clf.predict_proba_networks(X)
+    assert each.shape == (len(y), 3)
+    # The ensemble's P(real) is the mean of its networks' log-odds.
+    clipped = np.clip(each, 1e-7, 1 - 1e-7)
+    mean_log_odds = np.mean(np.log(clipped) - np.log1p(-clipped), axis=1)
+    np.testing.assert_allclose(
+        clf.predict_proba(X)[:, 1], 1 / (1 + np.exp(-mean_log_odds)), atol=1e-5
+    )
+    clf.calibrate(method="sigmoid")
+    assert clf.calibration_.input == "log_odds"
+    calibrated = clf.predict_proba(X)[:, 1]
+    path = tmp_path / "ensemble.keras"
+    save_model(clf, path)
+    loaded = load_model(path)
+    np.testing.assert_allclose(loaded.predict_proba(X)[:, 1], calibrated, atol=1e-6)
+    assert loaded.predict_proba_networks(X).shape == (len(y), 3)
+    # Same seed, same ensemble.
+    again = CutoutClassifier(
+        network=tiny_network, ensemble=3, epochs=2, batch_size=16, random_state=0
+    ).fit(X, y)
+    np.testing.assert_array_equal(again.predict_proba_networks(X), each)
+    np.testing.assert_array_equal(again.oof_p_real_, clf.oof_p_real_)
+
+
+def test_cross_fitted_calibration_needs_an_ensemble(stamps):
+    X, y = _small(stamps)
+    single = CutoutClassifier(network=tiny_network, epochs=1, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="out-of-fold"):
+        single.calibrate(method="sigmoid")
+    with pytest.raises(ValueError, match="both X and y"):
+        single.calibrate(X, method="sigmoid")

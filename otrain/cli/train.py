@@ -19,10 +19,22 @@ FLAGS = {
     "epochs": "--epochs",
     "dropout": "--dropout",
     "patience": "--patience",
+    "ensemble": "--ensemble",
 }
 
 
+def _defaults():
+    """CutoutClassifier's defaults: the library and this command train alike."""
+    import inspect
+
+    from ..classifier import CutoutClassifier
+
+    parameters = inspect.signature(CutoutClassifier.__init__).parameters
+    return {name: p.default for name, p in parameters.items() if p.default is not p.empty}
+
+
 def build_parser():
+    default = _defaults()
     parser = make_parser(
         PROG,
         "Train the CNN on a datacube. The model is stored at "
@@ -39,13 +51,14 @@ def build_parser():
     parser.add_argument(
         "--epochs",
         type=int,
-        default=30,
-        help="maximum number of epochs (early stopping ends sooner)",
+        default=default["epochs"],
+        help="maximum number of epochs, passes over the training cutouts, each cutout "
+        "in its 8 rotations and flips (early stopping usually ends sooner)",
     )
     parser.add_argument(
         "--frac", type=float, default=0.15, help="fraction of the cube held out for validation"
     )
-    parser.add_argument("--dropout", type=float, default=0.3, help="dropout rate")
+    parser.add_argument("--dropout", type=float, default=default["dropout"], help="dropout rate")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument(
         "--threshold",
@@ -73,26 +86,52 @@ def build_parser():
         "--calibrate",
         choices=("sigmoid", "isotonic"),
         default=None,
-        help="calibrate P(real) on half of the validation part (sigmoid: small sets; "
-        "isotonic: thousands of cutouts) and store the map in the model",
+        help="calibrate P(real) and store the map in the model (sigmoid: small sets; "
+        "isotonic: thousands of cutouts): on the ensemble's out-of-fold P(real) of the "
+        "training cutouts, or with --ensemble 1 on half of the validation part",
     )
     new.add_argument(
-        "--network", default="otrain", choices=("otrain", "vgg6"), help="built-in network"
+        "--ensemble",
+        type=int,
+        default=default["ensemble"],
+        help="networks trained on k-fold splits of the training cutouts and averaged "
+        "(one model file); each stops early on its own fold, which also gives "
+        "--calibrate and --target-* their out-of-fold scores; 1: a single network",
+    )
+    new.add_argument(
+        "--network",
+        default=default["network"],
+        choices=("vgg6", "otrain"),
+        help="built-in network: vgg6 (braai-like, 0.4M weights) or otrain (O'TRAIN's, "
+        "8.9M weights, about 4x slower to train)",
     )
     new.add_argument(
         "--normalisation",
-        default="robust",
+        default=default["normalisation"],
         choices=("robust", "l2", "none"),
         help="per-stamp normalisation: robust (median/MAD, asinh), l2 (braai), "
         "none (O'TRAIN's raw pixels)",
     )
     new.add_argument(
-        "--no-augment", dest="augment", action="store_false", help="no random rotations and flips"
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="show each cutout once per epoch, not in its 8 rotations and flips",
     )
-    new.add_argument("--batch-size", type=int, default=64, help="training batch size")
-    new.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
     new.add_argument(
-        "--patience", type=int, default=8, help="epochs without improvement before stopping"
+        "--batch-size", type=int, default=default["batch_size"], help="training batch size"
+    )
+    new.add_argument(
+        "--learning-rate",
+        type=float,
+        default=default["learning_rate"],
+        help="Adam's learning rate",
+    )
+    new.add_argument(
+        "--patience",
+        type=int,
+        default=default["patience"],
+        help="epochs without a lower validation loss before stopping",
     )
     new.add_argument(
         "--class-weight",
@@ -138,6 +177,7 @@ def _train(args):
         batch_size=args.batch_size,
         epochs=args.epochs,
         patience=args.patience,
+        ensemble=args.ensemble,
         class_weight=None if args.class_weight == "none" else args.class_weight,
         random_state=args.seed,
         verbose=args.verbose,
@@ -149,8 +189,14 @@ def _train(args):
             f"({', '.join(cube.channels)}): "
             f"{len(train)} for training, {len(valid)} held out for validation"
         )
+        networks = (
+            "one network"
+            if args.ensemble == 1
+            else f"an ensemble of {args.ensemble} networks, each on {args.ensemble - 1} of "
+            f"{args.ensemble} folds of the training cutouts"
+        )
         say(
-            f"training ({args.network} network, {args.normalisation} normalisation, "
+            f"training {networks} ({args.network}, {args.normalisation} normalisation, "
             f"up to {args.epochs} epochs) ..."
         )
 
@@ -165,16 +211,7 @@ def _train(args):
         random_state=args.seed,
         on_split=on_split,
     )
-    clf = result.classifier
-    ended = (
-        f"early stopping ended it ({args.patience} epochs without a lower validation loss)"
-        if clf.stopped_early_
-        else f"it ran up to the --epochs cap ({args.epochs}): more epochs may still help"
-    )
-    say(
-        f"trained for {clf.n_epochs_} epochs ({clf.n_steps_} gradient steps); weights of "
-        f"epoch {clf.best_epoch_} kept; {ended}"
-    )
+    _say_training(result.classifier, args)
     _say_tuning(result)
     report = result.write(model_file, report_dir, plots=args.plots, overwrite=args.overwrite)
     say(f"diagnostics on the {len(result.validation)} validation cutouts:")
@@ -186,6 +223,29 @@ def _train(args):
     return 0
 
 
+def _say_training(clf, args):
+    """How long the training ran, and why it ended, network by network."""
+    runs = clf.networks_
+    capped = sum(not run["stopped_early"] for run in runs)
+    if capped == 0:
+        ended = f"early stopping ended it ({args.patience} epochs without a lower validation loss)"
+    else:
+        which = "it" if len(runs) == 1 else f"{capped} of {len(runs)} networks"
+        ended = f"{which} ran up to the --epochs cap ({args.epochs}): more epochs may still help"
+    if len(runs) == 1:
+        say(
+            f"trained for {clf.n_epochs_} epochs ({clf.n_steps_} gradient steps); weights of "
+            f"epoch {clf.best_epoch_} kept; {ended}"
+        )
+        return
+    epochs = ", ".join(str(run["n_epochs"]) for run in runs)
+    best = ", ".join(str(run["best_epoch"]) for run in runs)
+    say(
+        f"trained {len(runs)} networks for {epochs} epochs ({clf.n_steps_} gradient steps "
+        f"in all); weights of epochs {best} kept; {ended}"
+    )
+
+
 def _say_tuning(result):
     """What calibration, the threshold rule and the bfloat16 check found."""
     if result.tuning is not None:
@@ -194,12 +254,21 @@ def _say_tuning(result):
             f"choose the threshold (cube_tuning.npz), {len(result.validation)} to evaluate "
             "(cube_validation.npz)"
         )
-    if result.brier_after is not None:
+    if result.tuned_on == "out-of-fold":
         say(
-            f"calibrated ({result.classifier.calibration_!r}); Brier score on the evaluation "
-            f"half: {result.brier_before:.4f} before, {result.brier_after:.4f} after "
+            f"calibration and threshold fitted on the out-of-fold P(real) of the "
+            f"{result.n_tuned} training cutouts (each scored by the network that did not "
+            "train on it)"
+        )
+    if result.brier_after is not None:
+        where = "validation part" if result.tuning is None else "evaluation half"
+        say(
+            f"calibrated ({result.classifier.calibration_!r}); Brier score on the {where}: "
+            f"{result.brier_before:.4f} before, {result.brier_after:.4f} after "
             "calibration (lower is better)"
         )
+    for caution in result.calibration_cautions:
+        say(f"caution: {caution}")
     if result.threshold_rule is not None:
         rule = {k: v for k, v in result.threshold_rule.items() if k != "n_tuning"}
         ((name, value),) = rule.items()
