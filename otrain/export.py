@@ -50,6 +50,10 @@ def _keep_where(graph, ops):
 
 def _calibration_tensor(p_real, calibration, ops):
     """The calibration map written with Keras ops that convert to plain ONNX ops."""
+    if calibration.input == "log_odds":
+        # As otrain.calibration.log_odds: clipped, so that 0 and 1 stay finite.
+        p = ops.clip(p_real, 1e-7, 1.0 - 1e-7)
+        p_real = ops.log(p) - ops.log(1.0 - p)
     if calibration.method == "sigmoid":
         a, b = calibration.params["a"], calibration.params["b"]
         return ops.sigmoid(-(a * p_real + b))

@@ -404,3 +404,47 @@ def test_train_stores_a_bfloat16_check_and_infer_uses_it(trained, tmp_path, caps
     auto = Table.read(tmp_path / "infer_results.ecsv")
     assert list(auto["filename"]) == list(exact["filename"])
     np.testing.assert_allclose(auto["label1"], exact["label1"], atol=0.02)
+
+
+def test_an_ensemble_is_calibrated_on_its_out_of_fold_scores(trained, tmp_path, capsys):
+    """--ensemble: no stamp set aside for calibration; the disagreement gets a column."""
+    from otrain.datacube import load_datacube
+    from otrain.model_files import read_record
+
+    cube = load_datacube(trained / "datacube_test" / "cube.npz")
+    argv = (
+        f"--cube {trained / 'datacube_test' / 'cube.npz'} --model-path {tmp_path} "
+        "--model-name ens --ensemble 2 --epochs 2 --network vgg6 --calibrate sigmoid "
+        "--target-recall 0.9 --no-plots --verbose 0"
+    )
+    assert train.main(argv.split()) == 0
+    out = capsys.readouterr().out
+    n_train = len(cube) - round(0.15 * len(cube))
+    assert "an ensemble of 2 networks, each on 1 of 2 folds" in out
+    assert "trained 2 networks for 2, 2 epochs" in out
+    assert f"out-of-fold P(real) of the {n_train} training cutouts" in out
+    assert "Brier score on the validation part" in out
+    assert "validation part split in two" not in out
+    model = tmp_path / "CNN_training" / "ens.h5"
+    record = read_record(model)
+    assert record["calibration"]["input"] == "log_odds"
+    assert record["calibration_fitted_on"] == "out-of-fold"
+    assert record["calibration_stamps"] == record["threshold_rule"]["n_tuning"] == n_train
+    folder = tmp_path / "CNN_training" / "ens" / "validation_set" / "datacube"
+    assert not (folder / "cube_tuning.npz").exists()
+    assert len(load_datacube(folder / "cube_validation.npz")) == len(cube) - n_train
+    # Fewer stamps than a sigmoid needs: said, not hidden.
+    assert "caution: sigmoid calibration fitted on" in out
+
+    outdir = tmp_path / "scores"
+    assert (
+        infer.main(f"--cutouts {trained / 'candidates'} --model {model} --outdir {outdir}".split())
+        == 0
+    )
+    table = Table.read(outdir / "infer_results.ecsv")
+    scored = table["status"] == "scored"
+    spread = np.asarray(table["label1_ensemble_std"][scored])
+    assert np.all(spread >= 0) and np.any(spread > 0)
+    assert "ensemble" in table["label1_ensemble_std"].description
+    dat = Table.read(outdir / "infer_results.dat", format="ascii.commented_header")
+    assert dat.colnames[-1] == "label1_ensemble_std"
