@@ -52,10 +52,11 @@ to itself by a function written once per schema, so the previous detections, mos
 a packet, are never walked; other blocks are decoded by fastavro with a reader schema
 that keeps only the fields used. Stamps are inflated by ISA-L where ``isal`` is
 installed (zlib otherwise); a one-HDU stamp of plain cards (every ZTF stamp) is read
-straight from its bytes, any other by otrain's FITS readers. A file is indexed once (its alert ids) and decoded a block (Avro) or row
-group (Parquet) at a time; the last few files keep their last decoded block, so the
-references of one file read in a row decode each block once and memory holds one
-block per file, however large the file (large Avro files are memory-mapped).
+straight from its bytes, any other by otrain's FITS readers. A file is indexed once
+(its alert ids) and decoded a block (Avro) or row group (Parquet) at a time; the last
+few files keep their last decoded block, so the references of one file read in a row
+decode each block once and memory holds one block per file, however large the file
+(large Avro files are memory-mapped).
 """
 
 import bisect
