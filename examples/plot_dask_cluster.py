@@ -51,7 +51,7 @@ def make_data(work):
 
     make_candidates(work, n=300 if FAST else 2000, size=SIZE, random_state=1)
     X, y, _ = make_stamps(100, 100, size=SIZE, random_state=0)
-    model = CutoutClassifier(network="vgg6", epochs=3 if FAST else 8, random_state=0)
+    model = CutoutClassifier(network="vgg6", epochs=1 if FAST else 4, random_state=0)
     return save_model(model.fit(X, y), work / "model.keras"), X, y
 
 
@@ -96,7 +96,7 @@ def cross_validated_mcc(client, X, y):
 
     from otrain import CutoutClassifier
 
-    estimator = CutoutClassifier(network="vgg6", epochs=3 if FAST else 8, random_state=0)
+    estimator = CutoutClassifier(network="vgg6", epochs=1 if FAST else 4, random_state=0)
     folds = StratifiedKFold(n_splits=2 if FAST else 4, shuffle=True, random_state=0)
     with parallel_config(backend="dask", client=client):
         scores = cross_validate(estimator, X, y, cv=folds, scoring=make_scorer(matthews_corrcoef))

@@ -46,7 +46,7 @@ X, y, meta = make_stamps(n_per_class, n_per_class, size=SIZE, triplets=True, ran
 index_train, index_test = train_test_split(
     np.arange(len(y)), test_size=0.3, stratify=y, random_state=0
 )
-classifier = CutoutClassifier(network="vgg6", epochs=10 if FAST else 20, random_state=0)
+classifier = CutoutClassifier(network="vgg6", epochs=2 if FAST else 10, random_state=0)
 classifier.fit(X[index_train], y[index_train])
 print(f"convolution layers: {conv_layer_names(classifier)}")
 

@@ -59,7 +59,7 @@ folds = StratifiedKFold(n_splits=2 if FAST else 3, shuffle=True, random_state=0)
 
 grid = {"normalisation": ["robust", "none"] if FAST else ["robust", "l2", "none"]}
 search = GridSearchCV(
-    CutoutClassifier(network="vgg6", epochs=4 if FAST else 10, random_state=0),
+    CutoutClassifier(network="vgg6", epochs=1 if FAST else 5, random_state=0),
     grid,
     cv=folds,
     scoring={"mcc": make_scorer(matthews_corrcoef), "roc_auc": "roc_auc"},

@@ -59,7 +59,7 @@ print(cube.summary_text())
 
 table = dataset_size_curve(
     cube,
-    estimator=CutoutClassifier(network="vgg6", epochs=4 if FAST else 8, random_state=0),
+    estimator=CutoutClassifier(network="vgg6", epochs=1 if FAST else 4, random_state=0),
     n_sections=2 if FAST else 4,
     folds=2 if FAST else 3,
     random_state=0,

@@ -67,7 +67,7 @@ train_paths, test_paths, y_train, y_test = train_test_split(
 )
 model = make_pipeline(
     CutoutLoader(channels=("DIFF",)),
-    CutoutClassifier(network="vgg6", epochs=4 if FAST else 20, random_state=0),
+    CutoutClassifier(network="vgg6", epochs=1 if FAST else 10, random_state=0),
 )
 model.fit(train_paths, y_train)
 classifier = model[-1]

@@ -62,7 +62,7 @@ X_valid, X_test, y_valid, y_test = train_test_split(
 )
 print(f"training {len(y_train)}, validation {len(y_valid)}, test {len(y_test)} stamps")
 
-classifier = CutoutClassifier(network="vgg6", epochs=4 if FAST else 20, random_state=0)
+classifier = CutoutClassifier(network="vgg6", epochs=1 if FAST else 10, random_state=0)
 classifier.fit(X_train, y_train)
 
 # %%

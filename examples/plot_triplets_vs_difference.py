@@ -73,7 +73,7 @@ scores = {}
 for name, channels in channel_sets.items():
     model = make_pipeline(
         CutoutLoader(channels=channels),
-        CutoutClassifier(network="vgg6", epochs=4 if FAST else 10, random_state=0),
+        CutoutClassifier(network="vgg6", epochs=1 if FAST else 5, random_state=0),
     )
     scores[name] = cross_validate(model, paths, labels, cv=folds, scoring=scoring)
     s = scores[name]

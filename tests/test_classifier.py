@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 
 from otrain import CutoutClassifier, CutoutError, CutoutLoader, NotFittedError
 
-FAST = dict(network=tiny_network, epochs=8, batch_size=32, learning_rate=5e-3, random_state=1)
+FAST = dict(network=tiny_network, epochs=2, batch_size=32, learning_rate=5e-3, random_state=1)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_early_stopping_uses_a_validation_fraction(stamps):
 def test_no_validation_fraction_trains_all_epochs(stamps):
     X, y = stamps
     clf = CutoutClassifier(**{**FAST, "validation_fraction": 0.0}).fit(X, y)
-    assert "val_loss" not in clf.history_ and len(clf.history_["loss"]) == 8
+    assert "val_loss" not in clf.history_ and len(clf.history_["loss"]) == FAST["epochs"]
 
 
 @pytest.mark.parametrize("network", ["otrain", "vgg6"])
