@@ -9,6 +9,7 @@ while TensorFlow and Keras are imported, and only then: whatever is not known no
 is written back to stderr.
 """
 
+import logging
 import os
 import sys
 import tempfile
@@ -71,3 +72,23 @@ def load_tensorflow():
                 ]
         for line in kept:
             print(line, file=sys.stderr)
+        _quiet_retracing()
+
+
+class _NoRetracingNote(logging.Filter):
+    """Drops TensorFlow's note that a function was traced again.
+
+    Keras traces a new training function for every model it fits; training the
+    networks of an ensemble (or the models of a grid search) one after another makes
+    TensorFlow count these as retracings of one function and say so on stderr,
+    though nothing is wrong and nothing can be done about it.
+    """
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _quiet_retracing():
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _NoRetracingNote) for f in logger.filters):
+        logger.addFilter(_NoRetracingNote())

@@ -55,35 +55,46 @@ class CutoutClassifier(KerasClassifier):
     ``random_state``.
 
     The default recipe is the one that learns on small real sets: robust per-stamp
-    normalisation, random rotations and flips, balanced class weights, batches of
-    64 and early stopping on a stratified validation fraction (measured in
+    normalisation, every stamp in its 8 rotations and flips each epoch, balanced
+    class weights, batches of 64 and early stopping (measured on real ZTF stamps in
     ``benchmarks/recipe.py``).
 
     Parameters
     ----------
-    network : str or callable, default "otrain"
-        ``"otrain"`` (O'TRAIN's network), ``"vgg6"`` (braai-like), or a function
+    network : str or callable, default "vgg6"
+        ``"vgg6"`` (braai-like, 0.4M weights), ``"otrain"`` (O'TRAIN's network, 8.9M
+        weights, about 4 times slower to train), or a function
         ``build(inputs, *, dropout) -> features`` (see :mod:`otrain.networks`).
     normalisation : {"robust", "l2", "none"}, default "robust"
         Per-stamp normalisation, stored in the model (see
         :class:`otrain.networks.StampNormalisation`): ``"robust"`` (median and MAD,
         then asinh), ``"l2"`` (ZTF's braai), ``"none"`` (O'TRAIN's raw pixels).
     augment : bool, default True
-        Random 90-degree rotations and flips during training.
+        Show every stamp in its 8 rotations and flips (4 for rectangular stamps) in
+        each epoch, in a shuffled order; False shows each stamp once per epoch.
     dropout : float, default 0.3
         Dropout rate.
     learning_rate : float, default 1e-3
         The optimizer's learning rate.
     batch_size : int, default 64
         Training batch size.
-    epochs : int, default 50
-        Maximum number of epochs (early stopping usually ends training sooner).
+    epochs : int, default 30
+        Maximum number of epochs, passes over the training stamps (each stamp in its
+        rotations and flips with ``augment``); early stopping usually ends training
+        sooner.
     validation_fraction : float, default 0.15
         Stratified fraction of the training data held out for early stopping; 0
-        trains for ``epochs`` epochs without validation.
-    patience : int, default 8
+        trains for ``epochs`` epochs without validation. Not used by an ensemble,
+        whose networks stop early on their own folds.
+    patience : int, default 5
         Epochs without a lower validation loss before training stops; the weights of
         the best epoch are kept.
+    ensemble : int, default 1
+        Networks trained and averaged (their mean log-odds), stored and scored as
+        one model. With K >= 2 they are cross-fitted: the stamps are cut into K
+        stratified folds, network k trains on the others, stops early on fold k and
+        scores it (``oof_p_real_``), which :meth:`calibrate` can then use without
+        setting stamps aside. K trainings on (K-1)/K of the stamps each.
     class_weight : "balanced", dict or None, default "balanced"
         Weights of the classes in the loss: ``"balanced"`` makes both classes count
         equally however imbalanced the set.
@@ -123,8 +134,15 @@ class CutoutClassifier(KerasClassifier):
         The epoch whose weights were kept: the lowest validation loss with early
         stopping, else the last.
     stopped_early_ : bool
-        True when early stopping ended the training, False when it ran up to
-        ``epochs``.
+        True when early stopping ended the training (of every network), False when
+        it ran up to ``epochs``.
+    networks_ : list of dict
+        Per network: ``n_epochs``, ``n_steps``, ``best_epoch``, ``stopped_early``
+        (one entry for a single network; ``best_epoch_`` is their median).
+    oof_p_real_, oof_y_ : ndarray of shape (n,) or None
+        An ensemble's out-of-fold P(real) of the training stamps (of non-zero
+        weight, in their order) and their labels; None for a single network or
+        when a class had fewer than ``ensemble`` stamps.
     stamp_shape_ : tuple of int
         (H, W, C) of the stamps the network takes.
     n_features_in_ : int
@@ -164,7 +182,7 @@ class CutoutClassifier(KerasClassifier):
         self,
         model=None,
         *,
-        network="otrain",
+        network="vgg6",
         normalisation="robust",
         augment=True,
         dropout=0.3,

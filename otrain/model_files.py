@@ -358,12 +358,16 @@ def load_model(path, *, channels=None, normalisation=None):
 
 
 def _custom_objects():
+    from keras.src.models.functional import Functional
+
     from .networks import EnsembleMean, RandomDihedral, StampNormalisation
 
     return {
         "StampNormalisation": StampNormalisation,
         "RandomDihedral": RandomDihedral,
         "EnsembleMean": EnsembleMean,
+        # Nested models saved after scikeras registered Keras' class as ">Functional".
+        ">Functional": Functional,
     }
 
 
@@ -464,10 +468,14 @@ def _check_node(node, path, where):
 def _check_object(node, path, where):
     """Check one serialised object; returns how to name it in later messages."""
     class_name = str(node["class_name"])
+    module = node.get("module")
+    if class_name == ">Functional" and (module is None or _is_keras_module(module)):
+        # Keras' own model class registered under an empty package (see below): the
+        # nested models of an ensemble saved as .h5 carry that name as their class.
+        class_name = "Functional"
     config = node.get("config")
     name = (config.get("name") if isinstance(config, dict) else None) or node.get("name")
     label = f"layer {name!r} ({class_name})" if name else class_name
-    module = node.get("module")
     registered = node.get("registered_name")
     reason = None
     if module is not None and not (_is_keras_module(module) or module == "otrain.networks"):

@@ -194,3 +194,40 @@ def test_models_saved_after_a_pickle_load(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_an_ensemble_saved_after_a_pickle_loads_in_a_fresh_process(tmp_path):
+    """Nested networks of an .h5 ensemble are named ">Functional" once scikeras has
+    pickled a classifier in the process; the allow-list and the loader take them. And
+    training the networks one after another says nothing on stderr."""
+    import subprocess
+    import sys
+    import textwrap
+
+    save = textwrap.dedent(
+        f"""
+        import pickle
+        import numpy as np
+        from otrain import CutoutClassifier, save_model
+        from otrain.datasets import make_stamps
+        X, y, _ = make_stamps(20, 20, size=24, random_state=0)
+        pickle.dumps(CutoutClassifier(network="vgg6", epochs=1, random_state=0).fit(X, y))
+        clf = CutoutClassifier(network="vgg6", ensemble=3, epochs=1, random_state=0).fit(X, y)
+        save_model(clf, {str(tmp_path / "ens.h5")!r}, channels=["DIFF"])
+        np.save({str(tmp_path / "p.npy")!r}, clf.predict_proba(X))
+        """
+    )
+    load = textwrap.dedent(
+        f"""
+        import numpy as np
+        from otrain import load_model
+        from otrain.datasets import make_stamps
+        X, y, _ = make_stamps(20, 20, size=24, random_state=0)
+        p = load_model({str(tmp_path / "ens.h5")!r}).predict_proba(X)
+        np.testing.assert_allclose(p, np.load({str(tmp_path / "p.npy")!r}), atol=1e-6)
+        """
+    )
+    for script in (save, load):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
