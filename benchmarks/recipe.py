@@ -44,6 +44,7 @@ RESULTS = HERE / "results" / "recipe"
 RECIPES = {
     "vgg6 DIFF, one network": (("DIFF",), dict(network="vgg6", ensemble=1)),
     "vgg6 DIFF, ensemble of 3": (("DIFF",), dict(network="vgg6", ensemble=3)),
+    "vgg6 SCI,REF,DIFF, one network": (("SCI", "REF", "DIFF"), dict(network="vgg6", ensemble=1)),
     "vgg6 SCI,REF,DIFF, ensemble of 3": (("SCI", "REF", "DIFF"), dict(network="vgg6", ensemble=3)),
     "otrain DIFF, one network": (("DIFF",), dict(network="otrain", ensemble=1)),
 }
