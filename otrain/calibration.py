@@ -174,15 +174,7 @@ def fit_calibration_scores(p_real, y, *, method="sigmoid"):
     from sklearn.calibration import _SigmoidCalibration
     from sklearn.isotonic import IsotonicRegression
 
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(
-            f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}"
-        )
-    y = np.asarray(y).astype(int)
-    if len(np.unique(y)) != 2:
-        raise ValueError(
-            f"calibration needs real and bogus stamps; y holds {len(np.unique(y))} class(es)"
-        )
+    y = _check_method_and_labels(method, y).astype(int)
     scores = log_odds(p_real)
     if method == "sigmoid":
         mapping = _SigmoidCalibration().fit(scores, y)
@@ -248,17 +240,9 @@ def fit_calibration(classifier, X, y, *, method="sigmoid"):
 
     from .exceptions import NotFittedError
 
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(
-            f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}"
-        )
+    y = _check_method_and_labels(method, y)
     if not getattr(classifier, "initialized_", False):
         raise NotFittedError("this CutoutClassifier is not fitted yet: fit it before calibrating")
-    y = np.asarray(y)
-    if len(np.unique(y)) != 2:
-        raise ValueError(
-            f"calibration needs real and bogus stamps; y holds {len(np.unique(y))} class(es)"
-        )
     raw = copy.copy(classifier)
     raw.calibration_ = None
     calibrated = CalibratedClassifierCV(FrozenEstimator(raw), method=method).fit(X, y)
@@ -269,6 +253,20 @@ def fit_calibration(classifier, X, y, *, method="sigmoid"):
     else:
         params = {"x": mapping.X_thresholds_.tolist(), "y": mapping.y_thresholds_.tolist()}
     return Calibration(method, params)
+
+
+def _check_method_and_labels(method, y):
+    """``y`` as an array, once ``method`` is known and ``y`` holds both classes."""
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(
+            f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}"
+        )
+    y = np.asarray(y)
+    if len(np.unique(y)) != 2:
+        raise ValueError(
+            f"calibration needs real and bogus stamps; y holds {len(np.unique(y))} class(es)"
+        )
+    return y
 
 
 def calibration_cautions(y, method):
