@@ -88,9 +88,9 @@ def main(argv=None):
     if not recipes:
         print(f"no stored predictions in {RESULTS}: run benchmarks/recipe.py first")
         return 1
-    print("## Calibration (per fold; mean, min-max over folds and seeds)\n")
-    print("| recipe | folds | P(real) | ECE | Brier |")
-    print("| --- | --- | --- | --- | --- |")
+    print("## Calibration (pooled over all folds; per fold: mean, min-max over folds and seeds)\n")
+    print("| recipe | folds | P(real) | ECE, pooled | ECE per fold | Brier per fold |")
+    print("| --- | --- | --- | --- | --- | --- |")
     curves = {}
     for slug, folds in recipes.items():
         for kind in ("p_raw", "p_sigmoid", "p_isotonic"):
@@ -100,11 +100,13 @@ def main(argv=None):
             briers = [brier_score_loss(f["y"], f[kind]) for f in folds]
             label = {"p_raw": "raw", "p_sigmoid": "sigmoid, out-of-fold",
                      "p_isotonic": "isotonic, out-of-fold"}[kind]  # fmt: skip
-            print(f"| {slug} | {len(folds)} | {label} | {_range(eces)} | {_range(briers)} |")
-            curves[f"{slug}: {label}"] = (
-                np.concatenate([f["y"] for f in folds]),
-                np.concatenate([f[kind] for f in folds]),
+            y = np.concatenate([f["y"] for f in folds])
+            p = np.concatenate([f[kind] for f in folds])
+            print(
+                f"| {slug} | {len(folds)} | {label} | {ece(y, p):.4f} | {_range(eces)} | "
+                f"{_range(briers)} |"
             )
+            curves[f"{slug}: {label}"] = (y, p)
     print("\n## Uncertainty against mistakes (pooled per seed; mean, min-max over seeds)\n")
     print("| recipe | spread | AUC vs errors | error rate, top decile | error rate, all |")
     print("| --- | --- | --- | --- | --- |")
