@@ -203,6 +203,7 @@ class TrainingResult:
                     self.classifier.history_,
                     report_dir / f"{metric}_vs_epochs.png",
                     metric=metric,
+                    n_networks=len(getattr(self.classifier, "networks_", None) or [1]),
                 )
         return report
 

@@ -342,6 +342,14 @@ def test_history_marks_best_validation_epoch(tmp_path, captured):
     assert "best validation: epoch 2, 0.6" in legend_texts(captured[0])
 
 
+def test_history_of_an_ensemble_is_a_mean_and_marks_no_epoch(tmp_path, captured):
+    history = {"loss": [0.7, 0.5, 0.4], "val_loss": [0.75, 0.6, 0.62]}
+    plots.plot_history(history, tmp_path / "loss.png", n_networks=3)
+    fig = captured[0]
+    assert "mean of 3 networks" in fig.axes[0].get_title()
+    assert not any("best validation" in text for text in legend_texts(fig))
+
+
 def test_history_without_the_metric_names_what_there_is(tmp_path):
     with pytest.raises(ValueError, match="no values for 'accuracy'; metrics present: loss"):
         plots.plot_history({"loss": [1.0], "val_loss": [1.1]}, tmp_path / "a.png", "accuracy")

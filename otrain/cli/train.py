@@ -255,8 +255,16 @@ def _say_tuning(result):
             "(cube_validation.npz)"
         )
     if result.tuned_on == "out-of-fold":
+        what = " and ".join(
+            w
+            for w, done in (
+                ("calibration", result.brier_after is not None),
+                ("threshold", result.threshold_rule is not None),
+            )
+            if done
+        )
         say(
-            f"calibration and threshold fitted on the out-of-fold P(real) of the "
+            f"{what} fitted on the out-of-fold P(real) of the "
             f"{result.n_tuned} training cutouts (each scored by the network that did not "
             "train on it)"
         )

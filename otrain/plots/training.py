@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-def plot_history(history, path, metric="loss"):
+def plot_history(history, path, metric="loss", *, n_networks=1):
     """Plot a training metric per epoch, for the training and validation sets.
 
     Parameters
@@ -36,6 +36,10 @@ def plot_history(history, path, metric="loss"):
     metric : str, default "loss"
         The metric to plot, e.g. ``"loss"`` or ``"accuracy"``. The best validation
         epoch is marked (lowest for a loss, highest otherwise).
+    n_networks : int, default 1
+        For an ensemble, whose ``history`` is the mean over its networks (see
+        ``CutoutClassifier.history_``): said in the title, and no epoch is marked
+        (each network kept its own).
 
     Returns
     -------
@@ -62,7 +66,7 @@ def plot_history(history, path, metric="loss"):
         valid = _as_1d(valid, f"history['val_{metric}']")
         epochs_valid = np.arange(1, len(valid) + 1)
         ax.plot(epochs_valid, valid, color=_VALID, label="validation", **style)
-        if np.isfinite(valid).any():
+        if np.isfinite(valid).any() and n_networks == 1:
             lower_is_better = "loss" in metric or "error" in metric
             best = int(np.nanargmin(valid) if lower_is_better else np.nanargmax(valid))
             ax.plot(
@@ -79,7 +83,10 @@ def plot_history(history, path, metric="loss"):
     ax.set_xlim(0.5, max(len(train), 1) + 0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel(name)
-    ax.set_title(f"{name.capitalize()} per epoch")
+    title = f"{name.capitalize()} per epoch"
+    if n_networks > 1:
+        title += f", mean of {n_networks} networks (each on its own fold)"
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     _add_legend(ax)
     return _common._save(fig, path)
