@@ -73,14 +73,16 @@ def build_parser():
         type=float,
         default=None,
         help="choose the highest threshold that keeps this fraction of the real "
-        "validation candidates (e.g. 0.99) and store it in the model",
+        "candidates (e.g. 0.99) and store it in the model; chosen on the out-of-fold "
+        "scores with --ensemble, else on half of the validation part",
     )
     choice.add_argument(
         "--target-fpr",
         type=float,
         default=None,
         help="choose the lowest threshold that calls at most this fraction of the bogus "
-        "validation candidates real (e.g. 0.01) and store it in the model",
+        "candidates real (e.g. 0.01) and store it in the model; chosen like "
+        "--target-recall",
     )
     new.add_argument(
         "--calibrate",
