@@ -459,3 +459,19 @@ def test_alerts_of_a_multi_alert_file_are_filed_as_their_own_fits(tmp_path):
     assert "#" not in "".join(p.name for p in (tmp_path / "t" / "true").iterdir())
     session.undo()
     assert not written.exists() and parquet.stat().st_size == (folder / parquet.name).stat().st_size
+
+
+def test_a_connection_closed_by_the_browser_prints_no_traceback(capsys):
+    from otrain.labelling._server import _Server
+
+    server = object.__new__(_Server)  # handle_error needs no socket
+    try:
+        raise BrokenPipeError(32, "Broken pipe")
+    except BrokenPipeError:
+        server.handle_error(None, ("127.0.0.1", 1))
+    assert capsys.readouterr().err == ""
+    try:
+        raise ValueError("a real bug")
+    except ValueError:
+        server.handle_error(None, ("127.0.0.1", 1))
+    assert "a real bug" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import ipaddress
 import json
 import secrets
 import socket
+import sys
 import threading
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
@@ -61,6 +62,13 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     # Refuse a port another program holds (SO_REUSEADDR only lets TIME_WAIT go).
     allow_reuse_address = False
+
+    def handle_error(self, request, client_address):
+        # A browser that closes a connection early (a tab closed or reloaded while a
+        # stamp loads) is not an error worth a traceback on the user's terminal.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
