@@ -379,3 +379,22 @@ def test_reliability_with_pure_bins(tmp_path, n):
     y = np.array([0] * n + [1] * n)
     p = np.concatenate([np.full(n, 0.03), np.full(n, 0.97)])
     assert plots.plot_reliability(y, p, tmp_path / "r.png").is_file()
+
+
+def test_reliability_greys_bins_of_a_handful_of_candidates(tmp_path, captured):
+    rng = np.random.default_rng(0)
+    # 40 candidates near 0 and 40 near 1, and three lonely ones in the middle.
+    p = np.r_[rng.uniform(0, 0.05, 40), rng.uniform(0.95, 1, 40), 0.35, 0.55, 0.75]
+    y = np.r_[np.zeros(40), np.ones(40), 1, 0, 1].astype(int)
+    plots.plot_reliability(y, p, tmp_path / "r.png")
+    fig = captured[0]
+    texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert "bins of fewer than 10 candidates: too few to judge" in texts
+    top = fig.axes[0]
+    # The blue line joins only the two well-filled bins; the grey points stand alone.
+    points = [line for line in top.lines if line.get_marker() == "o"]
+    blue = [line for line in points if line.get_color() == "tab:blue"]
+    grey = [line for line in points if line.get_color() == "0.6"]
+    assert len(blue) == 1 and len(blue[0].get_xdata()) == 2
+    assert len(grey) == 1 and len(grey[0].get_xdata()) == 3
+    assert grey[0].get_linestyle() == "None"

@@ -372,36 +372,46 @@ def plot_reliability(y_true, p_real, path, n_bins=10):
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
     edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
-    mean_p, frac, err_low, err_high = [], [], [], []
+    points = []  # (mean P(real), fraction real, lower error, upper error, count)
     for _, _, mask, _ in _bins(p, edges):
         count = int(mask.sum())
         if count == 0:
             continue
         f = float(y[mask].mean())
         low, high = _wilson_interval(f, count)
-        mean_p.append(float(p[mask].mean()))
-        frac.append(f)
         # max(0, ...): at f = 0 or 1 rounding can put the bound a hair past f.
-        err_low.append(max(0.0, f - low))
-        err_high.append(max(0.0, high - f))
+        points.append((float(p[mask].mean()), f, max(0.0, f - low), max(0.0, high - f), count))
     brier = float(np.mean((p - y) ** 2))
     fig = _figure(6.0, 6.6)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
-    top.errorbar(
-        mean_p,
-        frac,
-        yerr=[err_low, err_high],
-        marker="o",
-        color="tab:blue",
-        capsize=3,
-        label=f"classifier ({n_bins} bins of P(real))",
-    )
+    # Bins of a handful of candidates say little: drawn grey and not joined, so that
+    # the line follows only the bins that can be read.
+    enough = MIN_PER_CLASS
+    for kept, style in (
+        (
+            [q for q in points if q[4] >= enough],
+            {"color": "tab:blue", "label": f"classifier ({n_bins} bins of P(real))"},
+        ),
+        (
+            [q for q in points if q[4] < enough],
+            {
+                "color": "0.6",
+                "linestyle": "none",
+                "markerfacecolor": "white",
+                "label": f"bins of fewer than {enough} candidates: too few to judge",
+            },
+        ),
+    ):
+        if kept:
+            x, f, low, high, _ = zip(*kept, strict=True)
+            top.errorbar(x, f, yerr=[low, high], marker="o", capsize=3, **style)
     top.set(xlim=(0, 1), ylim=(-0.02, 1.02))
     top.set_ylabel("fraction of candidates that are real")
     top.set_title(f"Reliability diagram (n={len(y)}, Brier score {brier:.4f})")
     top.grid(alpha=0.3)
-    _add_legend(top, loc="upper left")
+    # Below the figure: in the axes it would hide the bins near 0 and 1.
+    _add_legend(top, below=True, ncols=1)
     bottom.hist(p, bins=edges, color="tab:blue", alpha=0.5, edgecolor="tab:blue")
     bottom.set_yscale("log")
     _count_axis(bottom.yaxis)
