@@ -62,6 +62,12 @@ def browser():
         chromium.close()
 
 
+def _leave(page):
+    """Leave the labelling page before its server stops: a fetch still under way (the
+    next stamps after an undo) would otherwise fail as the server goes."""
+    page.goto("about:blank")
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1100, "height": 720})
@@ -175,6 +181,7 @@ def test_keys_label_undo_and_a_reload_resumes(page, candidates, tmp_path):
         page.keyboard.press("Escape")
         page.wait_for_selector("dialog#help", state="hidden")
     finally:
+        _leave(page)
         server.shutdown()
         server.server_close()
 
@@ -218,6 +225,7 @@ def test_grid_view_files_the_marked_ones_as_the_minority(page, candidates, tmp_p
         _wait_progress(page, "5 / 8")
         assert len(list((out / "true").iterdir())) == 2
     finally:
+        _leave(page)
         server.shutdown()
         server.server_close()
 
@@ -281,6 +289,7 @@ def test_a_non_loopback_host_needs_the_token(page, candidates, tmp_path):
         _wait_progress(page, "0 / 8")
         assert page.request.get(f"http://127.0.0.1:{port}/api/state").status == 200
     finally:
+        _leave(page)
         server.shutdown()
         server.server_close()
 
@@ -297,6 +306,7 @@ def test_no_request_reads_outside_the_candidates(page, candidates, tmp_path):
             assert response.status in (400, 404)
             assert b"root:" not in response.body()
     finally:
+        _leave(page)
         server.shutdown()
         server.server_close()
 
@@ -325,5 +335,6 @@ def test_screenshot_of_real_ztf_candidates(page, tmp_path):
         page.locator("#cells .cell").nth(13).click()
         _save_screenshot(page, "labelling-grid.png")
     finally:
+        _leave(page)
         server.shutdown()
         server.server_close()
