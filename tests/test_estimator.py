@@ -437,6 +437,19 @@ def test_an_ensemble_is_cross_fitted_and_scored_as_one_model(stamps, tmp_path):
     loaded = load_model(path)
     np.testing.assert_allclose(loaded.predict_proba(X)[:, 1], calibrated, atol=1e-6)
     assert loaded.predict_proba_networks(X).shape == (len(y), 3)
+    # Grad-CAM explains the ensemble (its networks' maps, averaged), by layer name too;
+    # Monte-Carlo dropout draws in every network.
+    from otrain.gradcam import conv_layer_names, grad_cam
+
+    assert conv_layer_names(loaded) == [f"network_{k}/conv_tiny" for k in (1, 2, 3)]
+    maps = grad_cam(loaded, X[:4])
+    assert maps.shape == X[:4].shape[:3] and 0 <= maps.min() and maps.max() <= 1
+    one = grad_cam(loaded, X[:4], layer="network_2/conv_tiny")
+    # The class each map explains is the one the ensemble's network output calls.
+    called = (loaded.model_.predict(X[:4], verbose=0)[:, 1] >= 0.5).astype(int)
+    np.testing.assert_allclose(one, grad_cam(networks[1], X[:4], target=called), atol=1e-5)
+    mean, std = loaded.predict_proba_mc(X[:4], n_samples=3, random_state=0)
+    assert mean.shape == std.shape == (4, 2) and np.all(std[:, 1] > 0)
     # Same seed, same ensemble.
     again = CutoutClassifier(
         network=tiny_network, ensemble=3, epochs=2, batch_size=16, random_state=0
