@@ -589,8 +589,7 @@ class CutoutClassifier(KerasClassifier):
                 )
             )
             if held_out is not None:
-                proba = _forward_function(network)(np.asarray(X[held_out], np.float32))
-                oof[held_out] = np.asarray(proba)[:, 1]
+                oof[held_out] = _forward(network, np.asarray(X[held_out], np.float32))[:, 1]
         # The networks' own optimizers are dropped; the ensemble trains further as one.
         self._compile(self.model_)
         if not np.isnan(oof).any():
@@ -756,14 +755,7 @@ class CutoutClassifier(KerasClassifier):
             return super()._predict_raw(X, **kwargs)
         X, _ = self._validate_data(X=X, y=None)
         X = np.asarray(self.feature_encoder_.transform(X), dtype=np.float32)
-        forward = _forward_function(self.model_)
-        batches = [
-            forward(X[start : start + _PREDICT_BATCH_SIZE]).numpy()
-            for start in range(0, len(X), _PREDICT_BATCH_SIZE)
-        ]
-        if not batches:
-            return np.empty((0, *self.model_.output_shape[1:]), dtype=np.float32)
-        return np.concatenate(batches).astype(np.float32, copy=False)
+        return _forward(self.model_, X)
 
     def predict_proba(self, X, **kwargs):
         """Probabilities of bogus and real.
@@ -914,15 +906,7 @@ class CutoutClassifier(KerasClassifier):
         X, _ = self._validate_data(X=X, y=None)
         X = np.asarray(self.feature_encoder_.transform(X), dtype=np.float32)
         networks = ensemble_members(self.model_) or [self.model_]
-        columns = []
-        for network in networks:
-            forward = _forward_function(network)
-            batches = [
-                np.asarray(forward(X[start : start + _PREDICT_BATCH_SIZE]))[:, -1]
-                for start in range(0, len(X), _PREDICT_BATCH_SIZE)
-            ]
-            columns.append(np.concatenate(batches) if batches else np.empty(0, np.float32))
-        return np.column_stack(columns).astype(np.float64)
+        return np.column_stack([_forward(n, X)[:, -1] for n in networks]).astype(np.float64)
 
     def predict_proba_mc(self, X, n_samples=30, *, random_state=None, batch_size=None):
         """Monte-Carlo dropout: mean and spread of the probabilities over dropout draws.
@@ -1044,6 +1028,18 @@ class _Batches(keras.utils.PyDataset):
 
 # One inference function per Keras model, traced once for any number of stamps.
 _FORWARD = weakref.WeakKeyDictionary()
+
+
+def _forward(model, X):
+    """``model``'s outputs for float32 stamps ``X``, in batches of 1024 (float32)."""
+    forward = _forward_function(model)
+    batches = [
+        forward(X[start : start + _PREDICT_BATCH_SIZE]).numpy()
+        for start in range(0, len(X), _PREDICT_BATCH_SIZE)
+    ]
+    if not batches:
+        return np.empty((0, *model.output_shape[1:]), dtype=np.float32)
+    return np.concatenate(batches).astype(np.float32, copy=False)
 
 
 def _forward_function(model):
