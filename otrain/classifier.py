@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.utils import ClassifierTags
 
+from ._defaults import TRAINING
 from ._tensorflow import load_tensorflow
 from ._validation import (
     check_choice,
@@ -182,17 +183,17 @@ class CutoutClassifier(KerasClassifier):
         self,
         model=None,
         *,
-        network="vgg6",
-        normalisation="robust",
-        augment=True,
-        dropout=0.3,
-        learning_rate=1e-3,
-        batch_size=64,
-        epochs=30,
-        validation_fraction=0.15,
-        patience=5,
-        ensemble=1,
-        class_weight="balanced",
+        network=TRAINING["network"],
+        normalisation=TRAINING["normalisation"],
+        augment=TRAINING["augment"],
+        dropout=TRAINING["dropout"],
+        learning_rate=TRAINING["learning_rate"],
+        batch_size=TRAINING["batch_size"],
+        epochs=TRAINING["epochs"],
+        validation_fraction=TRAINING["validation_fraction"],
+        patience=TRAINING["patience"],
+        ensemble=TRAINING["ensemble"],
+        class_weight=TRAINING["class_weight"],
         random_state=None,
         verbose=0,
         optimizer="adam",

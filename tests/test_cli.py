@@ -448,3 +448,21 @@ def test_an_ensemble_is_calibrated_on_its_out_of_fold_scores(trained, tmp_path, 
     assert "ensemble" in table["label1_ensemble_std"].description
     dat = Table.read(outdir / "infer_results.dat", format="ascii.commented_header")
     assert dat.colnames[-1] == "label1_ensemble_std"
+
+
+def test_train_help_is_quick_and_has_the_librarys_defaults():
+    """otrain-train -h answers without TensorFlow, with CutoutClassifier's defaults."""
+    import inspect
+
+    code = (
+        "import sys; from otrain.cli import train; train.build_parser().format_help(); "
+        "print('tensorflow' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
+    from otrain import CutoutClassifier
+
+    parser = train.build_parser()
+    signature = inspect.signature(CutoutClassifier.__init__).parameters
+    for name in ("epochs", "patience", "ensemble", "network", "dropout", "batch_size"):
+        assert parser.get_default(name) == signature[name].default, name

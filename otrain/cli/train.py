@@ -23,18 +23,9 @@ FLAGS = {
 }
 
 
-def _defaults():
-    """CutoutClassifier's defaults: the library and this command train alike."""
-    import inspect
-
-    from ..classifier import CutoutClassifier
-
-    parameters = inspect.signature(CutoutClassifier.__init__).parameters
-    return {name: p.default for name, p in parameters.items() if p.default is not p.empty}
-
-
 def build_parser():
-    default = _defaults()
+    from .._defaults import TRAINING as default
+
     parser = make_parser(
         PROG,
         "Train the CNN on a datacube. The model is stored at "
