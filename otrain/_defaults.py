@@ -17,4 +17,5 @@ TRAINING = {
     "patience": 5,
     "ensemble": 1,
     "class_weight": "balanced",
+    "init": None,
 }

@@ -23,6 +23,7 @@ from ._validation import (
     spawn_seeds,
 )
 from .exceptions import CutoutError, NotFittedError
+from .pretrained import check_init, check_stamps, copy_network, load_init
 
 load_tensorflow()
 
@@ -99,6 +100,14 @@ class CutoutClassifier(KerasClassifier):
     class_weight : "balanced", dict or None, default "balanced"
         Weights of the classes in the loss: ``"balanced"`` makes both classes count
         equally however imbalanced the set.
+    init : str or path-like, optional
+        Start from a trained real/bogus network instead of random weights
+        (fine-tuning): ``"braai"`` (ZTF's braai d6_m9, shipped with otrain, 63x63
+        SCI, REF, DIFF stamps), an otrain model file of one network, or a legacy
+        Keras ``.h5`` real/bogus model. Its layers, normalisation and dropout are
+        kept (``network``, ``normalisation`` and ``dropout`` are then not used); the
+        stamps must have its size and channels. See :mod:`otrain.pretrained` and
+        ``docs/guide.md`` for when it helps. None (default): random weights.
     random_state : int, numpy RandomState or Generator, optional
         Seed of the weights, shuffling, augmentation, dropout and the validation
         split, each drawn as its own seed from this one (process-wide random state is
@@ -144,6 +153,9 @@ class CutoutClassifier(KerasClassifier):
         An ensemble's out-of-fold P(real) of the training stamps (of non-zero
         weight, in their order) and their labels; None for a single network or
         when a class had fewer than ``ensemble`` stamps.
+    init_source_ : dict or None
+        What the training started from with ``init``: ``init``, ``description``,
+        ``file``, ``sha256`` (stored in the model file's record as ``"init"``).
     stamp_shape_ : tuple of int
         (H, W, C) of the stamps the network takes.
     n_features_in_ : int
@@ -194,6 +206,7 @@ class CutoutClassifier(KerasClassifier):
         patience=TRAINING["patience"],
         ensemble=TRAINING["ensemble"],
         class_weight=TRAINING["class_weight"],
+        init=TRAINING["init"],
         random_state=None,
         verbose=0,
         optimizer="adam",
@@ -225,6 +238,7 @@ class CutoutClassifier(KerasClassifier):
         self.learning_rate = learning_rate
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.init = init
 
     # -- scikit-learn protocol -------------------------------------------------------
 
@@ -281,6 +295,7 @@ class CutoutClassifier(KerasClassifier):
                 f"got {self.class_weight!r}"
             )
         seed_sequence(self.random_state)  # refuses what is not a seed, draws nothing
+        check_init(self.init)
 
     # -- building ---------------------------------------------------------------------
 
@@ -299,6 +314,8 @@ class CutoutClassifier(KerasClassifier):
         return model
 
     def _build_network(self, seed):
+        if self.init is not None:
+            return copy_network(self._init_network()["model"], seed)
         # Rotations and flips are shown by the training batches (_Batches), all eight
         # of each stamp per epoch, not drawn at random inside the network.
         return build_model(
@@ -309,6 +326,21 @@ class CutoutClassifier(KerasClassifier):
             dropout=self.dropout,
             seed=seed,
         )
+
+    def _init_network(self):
+        """The network ``init`` names, read once per fit and checked against the stamps."""
+        info = getattr(self, "_init_loaded", None)
+        if info is None:
+            info = load_init(
+                self.init,
+                channels=getattr(self, "_fit_channels", None),
+                normalisation=self.normalisation,
+            )
+            check_stamps(info, self.X_shape_[1:], getattr(self, "_fit_channels", None))
+            self._init_loaded = info
+            channels = info["channels"]
+            self.init_source_ = {**info["source"], "channels": channels and list(channels)}
+        return info
 
     def _compile(self, model):
         model.compile(
@@ -428,13 +460,21 @@ class CutoutClassifier(KerasClassifier):
                     f"channels names {len(channels)} images ({', '.join(channels)}) but the "
                     f"stamps have {X.shape[-1]} channels"
                 )
-        super().fit(X, y, sample_weight=sample_weight, **kwargs)
+        self._fit_channels = channels
+        try:
+            super().fit(X, y, sample_weight=sample_weight, **kwargs)
+        finally:
+            self._fit_channels = self._init_loaded = None
         self.channels_ = channels
+        if channels is None and (self.init_source_ or {}).get("channels"):
+            # The stamps are in the layout of the network they fine-tuned.
+            self.channels_ = tuple(self.init_source_["channels"])
         return self
 
     def _reset(self):
         """Forget every fitted attribute (scikit-learn's ``_reset`` pattern)."""
         self._prebuilt_model = None
+        self.init_source_ = None
         for name in _FITTED_STATE:
             setattr(self, name, None)
 
@@ -734,6 +774,7 @@ class CutoutClassifier(KerasClassifier):
         """State read from a model file (see :func:`otrain.model_files.load_model`)."""
         self.channels_ = tuple(channels)
         self.model_file_record_ = record
+        self.init_source_ = record.get("init")
         self.threshold_ = record.get("threshold")
         check = record.get("bfloat16_check")
         self.bfloat16_check_ = (

@@ -57,6 +57,7 @@ _PARAMS = (
     "patience",
     "class_weight",
     "random_state",
+    "init",
 )
 
 
@@ -140,6 +141,8 @@ def save_model(estimator, path, *, channels=None, extra=None):
         record["threshold"] = float(classifier.threshold_)
     if getattr(classifier, "bfloat16_check_", None) is not None:
         record["bfloat16_check"] = dict(classifier.bfloat16_check_)
+    if getattr(classifier, "init_source_", None) is not None:
+        record["init"] = dict(classifier.init_source_)
     record.update(extra or {})
     if record.get("threshold") is not None:
         record["threshold"] = check_threshold(record["threshold"])

@@ -366,7 +366,7 @@ class LayerSeeds:
         return {"kernel_initializer": keras.initializers.GlorotUniform(seed=seed)}
 
 
-def reseed_model(model, seed):
+def reseed_model(model, seed, *, weights=True):
     """Draw every random initial weight and every seed generator of ``model`` anew.
 
     For user networks, whose layers were built with Keras' default seeds: each
@@ -379,6 +379,9 @@ def reseed_model(model, seed):
     ----------
     model : keras.Model
     seed : int
+    weights : bool, default True
+        False: restart the seed generators only, keep the weights (a trained network
+        to fine-tune, see :mod:`otrain.pretrained`).
     """
     seeds = LayerSeeds(seed)
     for layer in _all_layers(model):
@@ -386,7 +389,8 @@ def reseed_model(model, seed):
             if isinstance(value, keras.random.SeedGenerator):
                 value.state.assign(ops.cast([seeds.next(), 0], value.state.dtype))
             elif (
-                attribute.endswith("_initializer")
+                weights
+                and attribute.endswith("_initializer")
                 and isinstance(value, keras.initializers.Initializer)
                 and hasattr(value, "seed")
             ):

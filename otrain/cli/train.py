@@ -20,6 +20,7 @@ FLAGS = {
     "dropout": "--dropout",
     "patience": "--patience",
     "ensemble": "--ensemble",
+    "init": "--init",
 }
 
 
@@ -99,6 +100,15 @@ def build_parser():
         "8.9M weights, about 4x slower to train)",
     )
     new.add_argument(
+        "--init",
+        default=default["init"],
+        metavar="MODEL",
+        help="fine-tune: start from a trained network instead of random weights, 'braai' "
+        "(ZTF's braai d6_m9, shipped with otrain; 63x63 SCI,REF,DIFF cutouts) or a model "
+        "file; its network and normalisation are kept (--network, --normalisation and "
+        "--dropout are then not used)",
+    )
+    new.add_argument(
         "--normalisation",
         default=default["normalisation"],
         choices=("robust", "l2", "none"),
@@ -158,6 +168,10 @@ def _train(args):
     # above) and the report folder must be writable.
     check_outputs([model_file], "the model of this name (--overwrite)")
     check_output_folder(report_dir, "the plots and diagnostics of an earlier training")
+    if args.init is not None:
+        from ..pretrained import resolve_init
+
+        resolve_init(args.init)  # a missing file is named before the cube is read
     cube = load_datacube(args.cube)
     from ..classifier import CutoutClassifier
 
@@ -171,6 +185,7 @@ def _train(args):
         epochs=args.epochs,
         patience=args.patience,
         ensemble=args.ensemble,
+        init=args.init,
         class_weight=None if args.class_weight == "none" else args.class_weight,
         random_state=args.seed,
         verbose=args.verbose,
@@ -188,10 +203,13 @@ def _train(args):
             else f"an ensemble of {args.ensemble} networks, each on {args.ensemble - 1} of "
             f"{args.ensemble} folds of the training cutouts"
         )
-        say(
-            f"training {networks} ({args.network}, {args.normalisation} normalisation, "
-            f"up to {args.epochs} epochs) ..."
-        )
+        if args.init is None:
+            recipe = f"{args.network}, {args.normalisation} normalisation"
+        else:
+            from ..pretrained import resolve_init
+
+            recipe = f"fine-tuning {resolve_init(args.init)[1]}"
+        say(f"training {networks} ({recipe}, up to {args.epochs} epochs) ...")
 
     result = train_model(
         cube,
