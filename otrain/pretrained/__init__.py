@@ -28,7 +28,16 @@ import numpy as np
 
 from ..exceptions import CutoutError, ModelFileError
 
-__all__ = ["PRETRAINED", "resolve_init", "load_init", "copy_network", "two_class_head"]
+__all__ = [
+    "PRETRAINED",
+    "check_init",
+    "resolve_init",
+    "load_init",
+    "check_stamps",
+    "copy_network",
+    "two_class_head",
+    "write_braai",
+]
 
 _HERE = Path(__file__).resolve().parent
 
