@@ -41,7 +41,6 @@ Usage::
 """
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -52,7 +51,6 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1] / "shared" / "data"
 RESULTS = HERE / "results" / "finetune"
 CHANNELS = ("SCI", "REF", "DIFF")
 SIZES = (50, 100, 200)
@@ -76,18 +74,11 @@ TARGETS = {
 
 
 def ztf_stamps():
-    """The consensus-labelled real ZTF alerts, SCI,REF,DIFF."""
-    from otrain import load_cutouts
+    """The consensus-labelled real ZTF alerts, SCI,REF,DIFF (as ``recipe.py`` reads them)."""
+    from recipe import real_data  # beside this script
 
-    paths, labels = [], []
-    for folder in ("ztf-sample", "ztf-brokers"):
-        with open(DATA / folder / "index.csv") as handle:
-            for row in csv.DictReader(handle):
-                if row["label"] in ("0", "1"):
-                    paths.append(str(DATA / folder / row["file"]))
-                    labels.append(int(row["label"]))
-    X, _, _ = load_cutouts(paths, channels=CHANNELS)
-    return X, np.array(labels)
+    X, y, _ = real_data(CHANNELS)
+    return X, y
 
 
 def synthetic_stamps(n, seed):
