@@ -60,13 +60,9 @@ def test_init_starts_from_the_trained_weights(triplets):
     tuned = CutoutClassifier(
         init="braai", learning_rate=1e-12, epochs=1, validation_fraction=0, random_state=0
     ).fit(X, y)
-    np.testing.assert_allclose(
-        tuned.predict_proba(X)[:, 1], _braai().predict_proba(X)[:, 1], atol=1e-5
-    )
-    scratch = CutoutClassifier(
-        learning_rate=1e-12, epochs=1, validation_fraction=0, random_state=0
-    ).fit(X, y)
-    assert np.abs(scratch.predict_proba(X)[:, 1] - tuned.predict_proba(X)[:, 1]).max() > 1e-2
+    braai = _braai().predict_proba(X)[:, 1]
+    np.testing.assert_allclose(tuned.predict_proba(X)[:, 1], braai, atol=1e-5)
+    assert np.ptp(braai) > 0.5  # braai's scores, not a constant any start would give
     assert tuned.init_source_["init"] == "braai"
     assert tuned.channels_ == TRIPLETS  # the stamps are in the layout braai takes
     assert tuned.model_.output_shape[-1] == 2
@@ -74,8 +70,8 @@ def test_init_starts_from_the_trained_weights(triplets):
 
 def test_fine_tuning_is_reproducible_and_learns(triplets, tmp_path):
     X, y = triplets
-    a = CutoutClassifier(init="braai", epochs=2, random_state=3).fit(X, y, channels=TRIPLETS)
-    b = CutoutClassifier(init="braai", epochs=2, random_state=3).fit(X, y, channels=TRIPLETS)
+    a = CutoutClassifier(init="braai", epochs=1, random_state=3).fit(X, y, channels=TRIPLETS)
+    b = CutoutClassifier(init="braai", epochs=1, random_state=3).fit(X, y, channels=TRIPLETS)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     assert a.n_steps_ > 0
     # The record says where the training started; loading restores it.
@@ -151,7 +147,7 @@ def test_otrain_train_init_braai(tmp_path, triplets, capsys):
     X, y = triplets
     keywords = Table({"candid": np.arange(len(y)).astype(str)})
     Datacube(X, y, keywords, TRIPLETS).save(tmp_path / "cube.npz")
-    argv = f"--cube {tmp_path}/cube.npz --model-path {tmp_path}/model --epochs 2 --no-plots"
+    argv = f"--cube {tmp_path}/cube.npz --model-path {tmp_path}/model --epochs 1 --no-plots"
     assert train.main(f"{argv} --model-name tuned --init braai".split()) == 0
     out = capsys.readouterr().out
     assert "fine-tuning ZTF's braai d6_m9" in out
