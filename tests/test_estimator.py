@@ -413,7 +413,7 @@ def test_an_ensemble_is_cross_fitted_and_scored_as_one_model(stamps, tmp_path):
 
     X, y = _small(stamps)
     clf = CutoutClassifier(
-        network=tiny_network, ensemble=3, epochs=2, batch_size=16, random_state=0
+        network=tiny_network, ensemble=3, epochs=1, batch_size=16, random_state=0
     ).fit(X, y, channels=["DIFF"])
     networks = ensemble_members(clf.model_)
     assert [n.name for n in networks] == ["network_1", "network_2", "network_3"]
@@ -452,7 +452,7 @@ def test_an_ensemble_is_cross_fitted_and_scored_as_one_model(stamps, tmp_path):
     assert mean.shape == std.shape == (4, 2) and np.all(std[:, 1] > 0)
     # Same seed, same ensemble.
     again = CutoutClassifier(
-        network=tiny_network, ensemble=3, epochs=2, batch_size=16, random_state=0
+        network=tiny_network, ensemble=3, epochs=1, batch_size=16, random_state=0
     ).fit(X, y)
     np.testing.assert_array_equal(again.predict_proba_networks(X), each)
     np.testing.assert_array_equal(again.oof_p_real_, clf.oof_p_real_)

@@ -212,7 +212,7 @@ def test_an_ensemble_saved_after_a_pickle_loads_in_a_fresh_process(tmp_path):
         from otrain.datasets import make_stamps
         X, y, _ = make_stamps(20, 20, size=24, random_state=0)
         pickle.dumps(CutoutClassifier(network="vgg6", epochs=1, random_state=0).fit(X, y))
-        clf = CutoutClassifier(network="vgg6", ensemble=3, epochs=1, random_state=0).fit(X, y)
+        clf = CutoutClassifier(network="vgg6", ensemble=2, epochs=1, random_state=0).fit(X, y)
         save_model(clf, {str(tmp_path / "ens.h5")!r}, channels=["DIFF"])
         np.save({str(tmp_path / "p.npy")!r}, clf.predict_proba(X))
         """
