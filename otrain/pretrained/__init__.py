@@ -269,7 +269,7 @@ def write_braai(h5_path, path):
         raise ModelFileError(f"{h5_path}: not ZTF's braai_d6_m9.h5 (its SHA-256 differs)")
     classifier = load_model(h5_path, channels=("SCI", "REF", "DIFF"), normalisation="l2")
     model = two_class_head(classifier.model_, h5_path)
-    classifier.model_ = copy_network(model, 0)
+    classifier.model_ = model
     source = (
         "ZTF braai d6_m9 (Duev et al. 2019, MNRAS 489, 3582), MIT licence, Copyright (c) "
         "2019 Dmitry Duev; rebuilt from braai_d6_m9.h5 by otrain"
