@@ -338,8 +338,7 @@ class CutoutClassifier(KerasClassifier):
             )
             check_stamps(info, self.X_shape_[1:], getattr(self, "_fit_channels", None))
             self._init_loaded = info
-            channels = info["channels"]
-            self.init_source_ = {**info["source"], "channels": channels and list(channels)}
+            self.init_source_ = {**info["source"], "channels": list(info["channels"])}
         return info
 
     def _compile(self, model):
@@ -466,7 +465,7 @@ class CutoutClassifier(KerasClassifier):
         finally:
             self._fit_channels = self._init_loaded = None
         self.channels_ = channels
-        if channels is None and (self.init_source_ or {}).get("channels"):
+        if channels is None and self.init_source_ is not None:
             # The stamps are in the layout of the network they fine-tuned.
             self.channels_ = tuple(self.init_source_["channels"])
         return self

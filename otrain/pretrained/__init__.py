@@ -115,7 +115,7 @@ def load_init(init, *, channels=None, normalisation="robust"):
     -------
     dict
         ``model`` (uncompiled, output (batch, 2) softmax [bogus, real]), ``channels``
-        (tuple or None), ``input_shape``, and ``source`` (JSON-able: ``init``,
+        (tuple), ``input_shape``, and ``source`` (JSON-able: ``init``,
         ``description``, ``file``, ``sha256``), stored in the model file's record.
     """
     from ..model_files import load_model, read_record
@@ -137,15 +137,16 @@ def load_init(init, *, channels=None, normalisation="robust"):
         classifier = load_model(path, channels=channels, normalisation=normalisation)
     else:
         classifier = load_model(path)
-    if ensemble_members(classifier.model_) is not None:
+    members = ensemble_members(classifier.model_)
+    if members is not None:
         raise ModelFileError(
-            f"{path}: an ensemble of {len(ensemble_members(classifier.model_))} networks; "
+            f"{path}: an ensemble of {len(members)} networks; "
             "init takes one network (train it with --ensemble 1)"
         )
     model = two_class_head(classifier.model_, path)
     return {
         "model": model,
-        "channels": tuple(classifier.channels_) if record or channels else None,
+        "channels": tuple(classifier.channels_),
         "input_shape": tuple(int(s) for s in model.input_shape[1:]),
         "source": {
             "init": str(init),
@@ -160,16 +161,15 @@ def check_stamps(info, stamp_shape, channels=None):
     """Refuse stamps the network to fine-tune does not take, naming the fix."""
     want = info["input_shape"]
     taken = info["channels"]
-    names = f" ({', '.join(taken)})" if taken else ""
     if tuple(stamp_shape) != tuple(want):
         got = "x".join(map(str, stamp_shape))
         raise CutoutError(
             f"init {info['source']['init']}: the network takes {'x'.join(map(str, want))} "
-            f"stamps{names}, these are {got}; convert the cutouts with that size and those "
-            f"channels (otrain-convert --cutout-size {want[0]} --channels "
-            f"{','.join(taken or ('...',))})"
+            f"stamps ({', '.join(taken)}), these are {got}; convert the cutouts with that "
+            f"size and those channels (otrain-convert --cutout-size {want[0]} --channels "
+            f"{','.join(taken)})"
         )
-    if channels is not None and taken is not None and tuple(channels) != tuple(taken):
+    if channels is not None and tuple(channels) != tuple(taken):
         raise CutoutError(
             f"init {info['source']['init']}: the network takes channels {', '.join(taken)}, "
             f"the stamps are {', '.join(channels)}; convert the cutouts with --channels "
