@@ -122,6 +122,8 @@ def export_onnx(classifier, path, *, calibrated=True, opset=None):
     """
     import tensorflow as tf
 
+    from .networks import median_by_sorting
+
     path = Path(path)
     if path.suffix != ".onnx":
         raise ModelFileError(f"{path}: an ONNX model file must end in .onnx; rename the output")
@@ -146,7 +148,8 @@ def export_onnx(classifier, path, *, calibrated=True, opset=None):
         return {OUTPUT_NAME: model(stamps, training=False)}
 
     try:
-        with warnings.catch_warnings():
+        # tf2onnx knows TensorFlow's sort, not the NthElement of the faster median.
+        with warnings.catch_warnings(), median_by_sorting():
             # tf2onnx 1.17 still touches numpy aliases deprecated in numpy 2.
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
