@@ -3,6 +3,7 @@
 import csv
 import json
 import zipfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -207,12 +208,16 @@ def test_an_ensemble_saved_after_a_pickle_loads_in_a_fresh_process(tmp_path):
     save = textwrap.dedent(
         f"""
         import pickle
+        import sys
         import numpy as np
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conftest import tiny_network
         from otrain import CutoutClassifier, save_model
         from otrain.datasets import make_stamps
         X, y, _ = make_stamps(20, 20, size=24, random_state=0)
-        pickle.dumps(CutoutClassifier(network="vgg6", epochs=1, random_state=0).fit(X, y))
-        clf = CutoutClassifier(network="vgg6", ensemble=2, epochs=1, random_state=0).fit(X, y)
+        fast = dict(network=tiny_network, epochs=1, random_state=0)
+        pickle.dumps(CutoutClassifier(**fast).fit(X, y))
+        clf = CutoutClassifier(ensemble=2, **fast).fit(X, y)
         save_model(clf, {str(tmp_path / "ens.h5")!r}, channels=["DIFF"])
         np.save({str(tmp_path / "p.npy")!r}, clf.predict_proba(X))
         """
