@@ -48,6 +48,30 @@ def _keep_where(graph, ops):
     return ops
 
 
+def _check_runs(proto):
+    """Refuse a graph onnxruntime cannot load.
+
+    tf2onnx leaves a TensorFlow op it cannot convert in the graph as it is (and only
+    logs it): such a file would fail in the broker, not here.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:  # the check needs onnxruntime, which the onnx extra installs
+        return
+    try:
+        ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
+        import onnx
+
+        nodes = proto.graph.node
+        unknown = sorted({n.op_type for n in nodes if not onnx.defs.has(n.op_type, n.domain)})
+        raise ModelFileError(
+            "tf2onnx cannot convert this network"
+            + (f" (no ONNX form for {', '.join(unknown)})" if unknown else "")
+            + f"; onnxruntime cannot load the result: {str(err).splitlines()[0][:200]}"
+        ) from err
+
+
 def _calibration_tensor(p_real, calibration, ops):
     """The calibration map written with Keras ops that convert to plain ONNX ops."""
     if calibration.input == "log_odds":
@@ -160,6 +184,7 @@ def export_onnx(classifier, path, *, calibrated=True, opset=None):
         raise ModelFileError(
             f"tf2onnx cannot convert this network ({str(err).splitlines()[0][:200]})"
         ) from err
+    _check_runs(proto)
     record = dict(getattr(classifier, "model_file_record_", None) or {})
     calibration = getattr(classifier, "calibration_", None)
     included = calibration is not None and calibrated

@@ -123,6 +123,20 @@ def test_bad_output_suffix(default_model, tmp_path):
         export_onnx(load_model(default_model), tmp_path / "m.h5")
 
 
+def test_a_graph_onnxruntime_cannot_load_is_refused(default_model, tmp_path, monkeypatch):
+    """tf2onnx keeps an op it cannot convert (here NthElement, the median by selection
+    when the export forgets to sort) and only logs it: the export must refuse it."""
+    import contextlib
+
+    from otrain import networks
+    from otrain.exceptions import ModelFileError
+
+    monkeypatch.setattr(networks, "median_by_sorting", contextlib.nullcontext)
+    with pytest.raises(ModelFileError, match=r"no ONNX form for NthElement.*onnxruntime"):
+        export_onnx(load_model(default_model), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_cross_fitted_ensemble_exports_as_one_graph(stamps, tmp_path):
     X, y = stamps
     clf = CutoutClassifier(network=tiny_network, ensemble=2, epochs=1, random_state=0)
