@@ -7,8 +7,10 @@ convolutions and dense layers compute in bfloat16 while the weights, the stamp
 normalisation and the final softmax stay float32. bfloat16 keeps 8 bits of mantissa,
 so a probability can move: the speed is only taken where it was shown harmless.
 
-The guard: :func:`check_bfloat16` scores a validation set both ways and stores the
-largest difference of P(real) in the classifier (``bfloat16_check_``), which
+The guard: the classifier's method
+:meth:`~otrain.CutoutClassifier.check_bfloat16` scores a validation set both ways
+(with :func:`check_bfloat16` here, which only measures) and keeps the largest
+difference of P(real) in the classifier (``bfloat16_check_``), which
 :func:`otrain.model_files.save_model` writes into the model file; ``otrain-train``
 does it on its validation cutouts. When scoring with ``precision="auto"`` (the
 default of :func:`otrain.inference.score_files` and ``otrain-infer``), bfloat16 is
@@ -207,8 +209,8 @@ def choose_precision(classifier, precision="auto"):
             return (
                 classifier,
                 "float32",
-                "the model stores no bfloat16 check (otrain-train stores one; see "
-                "otrain.precision.check_bfloat16)",
+                "the model stores no bfloat16 check (otrain-train stores one; in "
+                "Python, CutoutClassifier.check_bfloat16 before save_model)",
             )
         if not check["max_difference"] <= TOLERANCE:
             return (
