@@ -132,10 +132,11 @@ def _masked_median(values, ok, n_ok):
     each row are filled with -big and +big in the numbers that put the row's own
     lower middle value at the middle of the row; the upper middle value (even
     counts) is that value again when it is repeated, else the smallest one above.
-    Where tf2onnx must convert the graph, which knows no ``NthElement``, the same
-    median is taken by sorting (:func:`median_by_sorting`).
+    ``NthElement`` runs on the CPU only: where TensorFlow sees a GPU, and where
+    tf2onnx must convert the graph (it knows no ``NthElement``,
+    :func:`median_by_sorting`), the same median is taken by sorting.
     """
-    if _SORTING.get():
+    if _SORTING.get() or _gpu_visible():
         return _sorted_median(values, ok, n_ok)
     big = ops.cast(3.0e38, values.dtype)
     middle = (ops.shape(values)[-1] - 1) // 2
@@ -165,6 +166,11 @@ def _sorted_median(values, ok, n_ok):
 
 
 _SORTING = contextvars.ContextVar("otrain_median_by_sorting", default=False)
+
+
+def _gpu_visible():
+    """Whether TensorFlow places ops on a GPU here (its sort runs there, not NthElement)."""
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 @contextlib.contextmanager

@@ -52,3 +52,23 @@ def test_the_sorted_median_of_onnx_export_gives_the_same_numbers(shape):
     with median_by_sorting():
         sorted_ = np.asarray(layer(stamps))
     np.testing.assert_array_equal(selected, sorted_)
+
+
+def _ops_of_the_traced_layer():
+    import tensorflow as tf
+
+    layer = StampNormalisation("robust")
+    graph = tf.function(layer).get_concrete_function(tf.TensorSpec((None, 9, 9, 1))).graph
+    return {op.type for op in graph.get_operations()}
+
+
+def test_selection_on_the_cpu_sorting_on_a_gpu(monkeypatch):
+    """NthElement has a CPU kernel only: with a GPU in sight the median is sorted."""
+    from otrain import networks
+
+    monkeypatch.setattr(networks, "_gpu_visible", lambda: False)
+    ops = _ops_of_the_traced_layer()
+    assert "NthElement" in ops and "TopKV2" not in ops
+    monkeypatch.setattr(networks, "_gpu_visible", lambda: True)
+    ops = _ops_of_the_traced_layer()
+    assert "NthElement" not in ops and "TopKV2" in ops
