@@ -386,6 +386,51 @@ def test_head_reader_decodes_as_fastavro(ztf_alerts, rubin_packets):
     assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value))
 
 
+def _stamps_of(record):
+    return {
+        field: value if value is None or isinstance(value, bytes) else value["stampData"]
+        for field, value in ((f, record[f]) for f in alerts.CHANNEL_FIELDS.values())
+    }
+
+
+def test_stamps_found_from_the_block_end_are_fastavros(ztf_alerts, rubin_packets):
+    """The stamps found from a block's end are those fastavro decodes from its front."""
+    paths = sorted(ztf_alerts.glob("*.avro")) + [path for path, _ in rubin_packets.values()]
+    found = 0
+    for path in paths:
+        schema, _ = _first_block(path)
+        with open(path, "rb") as handle:
+            reader = fastavro.reader(handle)
+            parsed = fastavro.parse_schema(reader.writer_schema)
+            for record in reader:
+                # Each record as a one-record block (brokers write one alert a block).
+                buffer = io.BytesIO()
+                fastavro.schemaless_writer(buffer, parsed, record)
+                stamps = alerts._tail_stamps(buffer.getvalue(), schema.tail)
+                if stamps is not None:  # None: JPEG or null stamps, decoded in full
+                    assert stamps == _stamps_of(record), path
+                    found += 1
+    # The 16 ZTF packets of FITS stamps, 7 of 8 Rubin alerts of each schema.
+    assert found == 16 + 7 * len(rubin_packets)
+
+    # A difference stamp whose bytes end like a stamp of their own (a length, then
+    # the gzip magic): taken for the stamp at first, refused when the template does
+    # not lead to it, and the record is decoded in full, as fastavro decodes it.
+    path = ztf_alerts / "472263571115115000.avro"
+    with open(path, "rb") as handle:
+        reader = fastavro.reader(handle)
+        writer_schema, record = reader.writer_schema, next(reader)
+    inner = b"\x1f\x8b\x08" + b"y" * 10
+    record["cutoutDifference"]["stampData"] += b"\x1a" + inner  # 0x1a: length 13
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(writer_schema), record)
+    block = buffer.getvalue()
+    schema, _ = _first_block(path)
+    assert alerts._tail_stamps(block, schema.tail) is None
+    decoded = alerts._decode(fastavro, io.BytesIO(block), block, 1, schema)
+    assert _stamps_of(decoded) == _stamps_of(record)
+
+
 def test_rubin_packets_of_several_schemas(rubin_packets):
     for version, (path, expected) in rubin_packets.items():
         references = list(alerts.iter_references(path))
