@@ -735,6 +735,20 @@ def _avro_count(path):
     """Number of records of an Avro file (block counts), None for other files."""
     if not path.lower().endswith(".avro"):
         return None
+    if _HEADERS:
+        # The files of a stream share their header and hold one block: the bytes just
+        # past a header seen before (its sync marker, two longs) say how long the
+        # first block is, and whether it ends the file. The stamps are not read.
+        head, size = _prefix(path, max(len(known) for known, _ in _HEADERS) + 16 + 20)
+        try:
+            _, offset = _avro_header(head, path)
+            count, offset = _read_long(head, offset, path)
+            length, offset = _read_long(head, offset, path)
+        except CutoutError:  # another header, or a damaged file: read it all below
+            pass
+        else:
+            if offset + length + 16 == size:
+                return count
     with _contents(path) as data:
         _, offset = _avro_header(data, path)
         total = 0
@@ -891,6 +905,18 @@ class _contents:  # noqa: N801 - used as a function: with _contents(path) as dat
                 f"{self.path}: cannot be read ({err.strerror}); check it", self.path
             ) from err
         return False
+
+
+def _prefix(path, length):
+    """(the first ``length`` bytes of a file, its size)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            return os.pread(descriptor, length, 0), os.fstat(descriptor).st_size
+        finally:
+            os.close(descriptor)
+    except OSError as err:
+        raise CutoutError(f"{path}: cannot be read ({err.strerror}); check it", path) from err
 
 
 def _clear_cache():
@@ -1064,8 +1090,7 @@ def _inflate():
         from deflate import gzip_decompress
     except ImportError:
         return functools.partial(zlib.decompress, wbits=31)
-    # It returns a bytearray: bytes (a copy of ~1 us) keep header blocks hashable.
-    return lambda data: bytes(gzip_decompress(data))
+    return gzip_decompress  # a bytearray: see _simple_image and _fits_image
 
 
 # ZTF's stamps are the simplest FITS files there are: one HDU, a header of a few cards
@@ -1091,10 +1116,10 @@ def _simple_image(data):
     """The pixels of a one-HDU FITS stamp as a read-only 2-D view, or None."""
     # The stamps of a survey share their header (same cards, same size): a header
     # block seen before gives its layout at the cost of a dictionary look-up.
-    header = data[:2880]
+    header = bytes(data[:2880])  # data may be a bytearray (libdeflate's), unhashable
     layout = _SIMPLE_HEADERS.get(header)
     if layout is None:
-        layout = _simple_layout(data)
+        layout = _simple_layout(bytes(data))
         if layout is None:
             return None
         if layout[2] == 2880 and len(header) == 2880:
@@ -1147,6 +1172,7 @@ def _fits_image(data, channel, where):
     fast = _simple_image(data)
     if fast is not None:
         return fast
+    data = bytes(data)  # the general readers take bytes
     # The primary HDU is the stamp (ZTF: the only HDU; Rubin: beside UNCERT and
     # PSFIMAGE, which have EXTNAMEs): the image without EXTNAME.
     with warnings.catch_warnings():

@@ -243,9 +243,14 @@ def test_containers_of_many_ztf_packets(ztf_alerts, tmp_path, monkeypatch, codec
         reader = fastavro.reader(handle)
         record, schema = next(reader), reader.writer_schema
     records = [dict(record, candid=record["candid"] + i) for i in range(4)]
-    container = tmp_path / "night.avro"
-    with open(container, "wb") as handle:
-        fastavro.writer(handle, schema, records, codec=codec, sync_interval=sync_interval)
+    container, single = tmp_path / "night.avro", tmp_path / "one.avro"
+    for file, written in ((container, records), (single, records[:1])):
+        with open(file, "wb") as handle:
+            fastavro.writer(handle, schema, written, codec=codec, sync_interval=sync_interval)
+    # A one-alert file first: the folder scan knows the header of both files, and then
+    # counts records from the bytes past it (the container's first block only).
+    alerts._clear_cache()
+    assert list(alerts.iter_references(single)) == [str(single)]
     references = list(alerts.iter_references(container))
     assert references == [alerts.make_reference(container, r["candid"]) for r in records]
     cube, keywords, _ = load_cutouts(references, channels=CHANNELS)
