@@ -867,7 +867,7 @@ _MAP_FROM = 16 * 2**20
 class _contents:  # noqa: N801 - used as a function: with _contents(path) as data
     """The bytes of a file: read whole when small, memory-mapped when large.
 
-    A class, not a generator-based context manager: it is entered twice per one-alert
+    A class, not a generator-based context manager: it is entered once per one-alert
     file, and contextlib's machinery would cost more than reading the file.
     """
 
@@ -1055,7 +1055,7 @@ def _rubin_keywords(record):
 def _stamp_image(stamp, channel, where):
     """Pixels of one stamp (bytes as stored in the alert) as a 2-D array.
 
-    float32, or a read-only view of a simple stamp's big-endian pixels (see
+    float32, or a view of a simple stamp's big-endian pixels (see
     :func:`_simple_image`), which the caller converts as it copies.
     """
     if stamp is None:
@@ -1085,7 +1085,7 @@ def _stamp_image(stamp, channel, where):
 
 @functools.cache
 def _inflate():
-    """gunzip: libdeflate's where installed (1.7x zlib's speed on ZTF stamps), else zlib's."""
+    """gunzip: libdeflate's where installed (twice zlib's speed on ZTF stamps), else zlib's."""
     try:
         from deflate import gzip_decompress
     except ImportError:
@@ -1113,7 +1113,7 @@ _BIG_ENDIAN = {-32: np.dtype(">f4"), -64: np.dtype(">f8"), 16: np.dtype(">i2"),
 
 
 def _simple_image(data):
-    """The pixels of a one-HDU FITS stamp as a read-only 2-D view, or None."""
+    """The pixels of a one-HDU FITS stamp as a 2-D view of its bytes, or None."""
     # The stamps of a survey share their header (same cards, same size): a header
     # block seen before gives its layout at the cost of a dictionary look-up.
     header = bytes(data[:2880])  # data may be a bytearray (libdeflate's), unhashable
