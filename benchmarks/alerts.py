@@ -11,6 +11,8 @@ whose stamps are FITS), replicated:
 2. scoring with braai (``legacy-models/braai_d6_m9.h5``, float32): the same stamps
    from packets (``otrain.inference.score_files``, reading overlapped with scoring)
    and from a datacube (``load_datacube`` + ``predict_proba``). Target: within 10%.
+   ``--network-threads 1`` gives the network one core and leaves the others to
+   reading, as where a GPU runs the network.
 3. memory of ``otrain.alerts.score_alerts`` over a stream of alert dicts (as a Kafka
    consumer yields them): resident memory sampled along the stream, its growth per
    alert fitted and extrapolated to 1,000,000 alerts. Target: flat (< 50 MB).
@@ -231,7 +233,8 @@ def scoring(args, root, sources):
     # adds to the network's and the ratio of CPU times is what can be reached.
     return [
         [
-            f"score {args.n_score:,} ZTF packets with braai (float32), alerts/s",
+            f"score {args.n_score:,} ZTF packets with braai (float32), network on "
+            + (f"{args.network_threads} thread(s)" if args.network_threads else "every core"),
             "the same stamps from a datacube",
             "within 10%",
             f"**{ratio:.2f}** of the datacube's rate ({args.n_score / packet_time:,.0f} vs "
@@ -340,7 +343,18 @@ def main(argv=None):
     parser.add_argument(
         "--only", choices=("reading", "scoring", "memory"), default=None, help="one part only"
     )
+    parser.add_argument(
+        "--network-threads",
+        type=int,
+        default=None,
+        help="TensorFlow threads of the network when scoring (default: every core); 1 "
+        "leaves the other cores free for reading, as a GPU running the network would",
+    )
     args = parse(parser, argv)
+    if args.network_threads:
+        # Read by TensorFlow when it starts, which is after this (scoring loads it).
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(args.network_threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     if args.quick:
         args.n, args.n_score, args.n_stream = 1000, 500, 2000
     if not PACKETS.is_dir():

@@ -111,6 +111,10 @@ COLUMN_DESCRIPTIONS = {
 # Files read and scored per chunk: 1024 x 64 x 64 x 3 float32 = 50 MB; small enough
 # for reading and scoring to overlap from the second chunk on.
 _CHUNK = 1024
+# The first chunk of a run is this long, the next ones twice as long each time up to
+# the chunk size: nothing overlaps the reading of the first chunk, so it is kept short
+# and the network starts on the first stamps sooner.
+_FIRST_CHUNK = 128
 
 
 def score_files(
@@ -135,7 +139,9 @@ def score_files(
     ``score_edge``) and unreadable files are not scored, and reported. Probabilities
     are calibrated when the classifier is (``calibration_``). Files are read in
     chunks, each chunk read by a background thread while the network scores the one
-    before.
+    before; the first chunks are shorter (128 files, then twice as many each time up
+    to ``chunk_size``), so that the network starts sooner, except with
+    ``mc_samples`` (whose draws are seeded chunk by chunk).
 
     Parameters
     ----------
@@ -146,7 +152,7 @@ def score_files(
     n_jobs : int or None, default None
         Worker processes for reading (see :func:`otrain.cutouts.load_cutouts`).
     chunk_size : int, default 1024
-        Files read and scored at a time.
+        Files read and scored at a time (the first chunks are shorter, see above).
     progress : callable, optional
         Called as ``progress(n_done)`` after each chunk.
     threshold : float, optional
@@ -224,7 +230,9 @@ def score_files(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="otrain-reader") as reader:
         pending = None
         # A final None scores the last chunk read.
-        for chunk in itertools.chain(_chunks(paths, chunk_size), [None]):
+        # Monte-Carlo draws are seeded per chunk of chunk_size (see first_chunk).
+        first = chunk_size if mc_samples is not None else _FIRST_CHUNK
+        for chunk in itertools.chain(_chunks(paths, chunk_size, first), [None]):
             upcoming = None if chunk is None else reader.submit(read, chunk)
             if pending is not None:
                 table = _score_read(scorer, pending.result(), scoring)
@@ -264,13 +272,17 @@ def score_files(
     return table, summary
 
 
-def _chunks(paths, size):
+def _chunks(paths, size, first):
+    """Lists of ``paths``: ``first`` of them (at most ``size``), then twice as many
+    each time, up to ``size``."""
+    length = min(first, size)
     chunk = []
     for path in paths:
         chunk.append(str(path))
-        if len(chunk) == size:
+        if len(chunk) == length:
             yield chunk
             chunk = []
+            length = min(2 * length, size)
     if chunk:
         yield chunk
 

@@ -211,6 +211,33 @@ def test_scoring_is_streamed_in_chunks(model, tmp_path, monkeypatch):
     assert seen[0] <= 2 * 64
 
 
+def test_first_chunks_are_shorter_and_change_no_score(model, tmp_path, monkeypatch):
+    # 128 files first, then twice as many each time up to chunk_size: the network
+    # starts sooner, and the table is that of equal chunks. Monte-Carlo scoring keeps
+    # equal chunks (its draws are seeded chunk by chunk).
+    import otrain.inference as inference
+
+    paths = sorted(str(p) for p in _messy_folder(tmp_path / "r", 597).glob("*.fits"))
+    reads = []
+    real_load = inference.load_cutouts
+
+    def load(chunk, **kwargs):
+        reads.append(len(chunk))
+        return real_load(chunk, **kwargs)
+
+    monkeypatch.setattr(inference, "load_cutouts", load)
+    ramped, _ = inference.score_files(model, paths, every_input=True)
+    assert reads == [128, 256, 216]
+    reads.clear()
+    equal, _ = inference.score_files(model, paths, every_input=True, chunk_size=128)
+    assert reads == [128, 128, 128, 128, 88]
+    assert list(ramped["filename"]) == list(equal["filename"]) == paths
+    np.testing.assert_array_equal(ramped["label1"].filled(-1), equal["label1"].filled(-1))
+    reads.clear()
+    inference.score_files(model, paths[:300], chunk_size=256, mc_samples=2, random_state=1)
+    assert reads == [256, 44]
+
+
 def test_files_astropy_warns_about_are_scored_and_counted(model_file, tmp_path, capsys):
     folder = _folder(tmp_path / "c", edge=False)
     padded = folder / "padded.fits"
