@@ -12,7 +12,7 @@ whose stamps are FITS), replicated:
    from packets (``otrain.inference.score_files``, reading overlapped with scoring)
    and from a datacube (``load_datacube`` + ``predict_proba``). Target: within 10%.
    ``--network-threads 1`` gives the network one core and leaves the others to
-   reading, as where a GPU runs the network.
+   reading.
 3. memory of ``otrain.alerts.score_alerts`` over a stream of alert dicts (as a Kafka
    consumer yields them): resident memory sampled along the stream, its growth per
    alert fitted and extrapolated to 1,000,000 alerts. Target: flat (< 50 MB).
@@ -348,7 +348,7 @@ def main(argv=None):
         type=int,
         default=None,
         help="TensorFlow threads of the network when scoring (default: every core); 1 "
-        "leaves the other cores free for reading, as a GPU running the network would",
+        "leaves the other cores free for reading",
     )
     args = parse(parser, argv)
     if args.network_threads:
