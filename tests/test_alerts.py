@@ -294,6 +294,29 @@ def test_truncated_and_foreign_files_are_skipped_or_one_clear_error(ztf_alerts, 
     assert len(cube) == 1 and len(skipped) == 4
 
 
+def test_stamps_are_inflated_the_same_without_libdeflate(ztf_alerts, monkeypatch):
+    # libdeflate (the optional deflate package) or zlib: the same pixels, and a damaged
+    # stamp is one clear error either way.
+    path = ztf_alerts / "472263571115115000.avro"
+    with open(path, "rb") as handle:
+        record = next(fastavro.reader(handle))
+    damaged = copy.deepcopy(record)
+    damaged["cutoutTemplate"]["stampData"] = damaged["cutoutTemplate"]["stampData"][:-20]
+    images = {}
+    for name, absent in (("libdeflate", False), ("zlib", True)):
+        if absent:
+            monkeypatch.setitem(sys.modules, "deflate", None)  # import deflate fails
+        else:
+            pytest.importorskip("deflate")
+        alerts._inflate.cache_clear()
+        alerts._clear_cache()
+        images[name], _ = read_cutout(path, channels=CHANNELS)
+        with pytest.raises(CutoutError, match="cutoutTemplate stamp is damaged gzip data"):
+            alerts.candidate_from_alert(damaged, channels=CHANNELS)
+    alerts._inflate.cache_clear()  # found again once deflate is back
+    np.testing.assert_array_equal(images["libdeflate"], images["zlib"])
+
+
 def test_missing_fastavro_names_the_extra(ztf_alerts, monkeypatch):
     alerts._clear_cache()
     monkeypatch.setitem(sys.modules, "fastavro", None)
