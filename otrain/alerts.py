@@ -867,8 +867,8 @@ _MAP_FROM = 16 * 2**20
 class _contents:  # noqa: N801 - used as a function: with _contents(path) as data
     """The bytes of a file: read whole when small, memory-mapped when large.
 
-    A class, not a generator-based context manager: it is entered once per one-alert
-    file, and contextlib's machinery would cost more than reading the file.
+    A class, not a generator-based context manager: it is entered for every alert file
+    decoded, and contextlib's machinery would cost more than reading the file.
     """
 
     def __init__(self, path):
