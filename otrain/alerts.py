@@ -243,6 +243,10 @@ class _Schema:
             self.survey, nested, keep = "rubin", "diaSource", _RUBIN_FIELDS
         elif "candidate" in names:
             self.survey, nested, keep = "ztf", "candidate", _ZTF_FIELDS
+            if "candid" in names:
+                # ZTF writes the id twice, in the record and in its candidate: it is
+                # read once (a long of nine bytes, decoded in Python).
+                keep = tuple(name for name in keep if name != "candid")
         else:
             raise ValueError(
                 f"an Avro file of records {writer.get('name', '?')!r}, not ZTF or Rubin "
@@ -272,26 +276,35 @@ class _Schema:
 # walks those fields in a straight line (as namedtuple and dataclasses write theirs):
 # skipping a float is one addition. It covers what candidates are made of (primitive
 # types and unions of them); a schema with anything else is left to fastavro, and so
-# is a record that does not decode cleanly (fastavro then says why).
+# is a record that does not decode cleanly (fastavro then says why). A union of
+# fixed-size types skipped (ZTF's ["float", "null"], 65 of its candidate's 103 fields)
+# is one step: its branch byte indexes a table of how far to move on.
 _PRIMITIVES = frozenset(("null", "boolean", "int", "long", "float", "double", "string", "bytes"))
+_FIXED_SIZES = {"null": 0, "boolean": 1, "float": 4, "double": 8}
+# How far a branch byte that names no branch moves: past any block, so that the next
+# read fails (IndexError) or the end check does, and fastavro says why.
+_NO_BRANCH = 1 << 62
 
 
 def _head_reader(fields, nested, keep):
     """A function ``block -> dict`` decoding ``fields`` as fastavro does with the schema
     projected on ``keep`` (see :func:`_project`), or None where it cannot."""
     lines = ["def read_head(block):", "    pos = 0", "    record = {}"]
+    tables = {}  # branch tables of skipped unions (see _field_code) -> their names
     for field in fields:
         name, kind = field["name"], field["type"]
         if name == nested and isinstance(kind, dict) and kind.get("type") == "record":
             lines.append(f"    inner = record[{name!r}] = {{}}")
             for inner in kind["fields"]:
                 kept = inner["name"] if inner["name"] in keep else None
-                code = _field_code(kept, inner["type"], "inner", "    ")
+                code = _field_code(kept, inner["type"], "inner", "    ", tables)
                 if code is None:
                     return None
                 lines += code
         else:
-            code = _field_code(name if name in _TOP_FIELDS else None, kind, "record", "    ")
+            code = _field_code(
+                name if name in _TOP_FIELDS else None, kind, "record", "    ", tables
+            )
             if code is None:
                 return None
             lines += code
@@ -301,25 +314,38 @@ def _head_reader(fields, nested, keep):
         "    return record",
     ]
     namespace = {"_FLOAT": struct.Struct("<f"), "_DOUBLE": struct.Struct("<d"), "_varint": _varint}
+    namespace.update((name, table) for table, name in tables.items())
     # The code holds nothing but field names (Avro names: letters, digits, _) written
     # as literals with repr, and the steps above.
     exec(compile("\n".join(lines), "<otrain.alerts: head of a schema>", "exec"), namespace)
     return namespace["read_head"]
 
 
-def _field_code(name, kind, target, indent):
+def _field_code(name, kind, target, indent, tables):
     """Lines decoding one field of type ``kind`` at ``pos`` (kept as
-    ``target[name]`` unless ``name`` is None), or None for a type left to fastavro."""
+    ``target[name]`` unless ``name`` is None), or None for a type left to fastavro.
+    ``tables`` collects the branch tables the lines use (table -> its name)."""
     store = f"{indent}{target}[{name!r}] = " if name is not None else None
     if (
         isinstance(kind, list)
         and kind
         and all(isinstance(k, str) and k in _PRIMITIVES for k in kind)
     ):
+        if store is None and len(kind) < 64 and all(k in _FIXED_SIZES for k in kind):
+            # Branch i is written as the byte 2i: byte -> 1 + the branch's size.
+            table = tuple(
+                1 + _FIXED_SIZES[kind[byte // 2]]
+                if byte % 2 == 0 and byte // 2 < len(kind)
+                else _NO_BRANCH
+                for byte in range(256)
+            )
+            table_name = tables.setdefault(table, f"_SKIP{len(tables)}")
+            return [f"{indent}pos += {table_name}[block[pos]]"]
         lines = [f"{indent}branch = block[pos]", f"{indent}pos += 1"]
         for index, branch in enumerate(kind):
             lines.append(f"{indent}{'if' if index == 0 else 'elif'} branch == {2 * index}:")
-            lines += _field_code(name, branch, target, indent + "    ") or [f"{indent}    pass"]
+            code = _field_code(name, branch, target, indent + "    ", tables)
+            lines += code or [f"{indent}    pass"]
         lines += [f"{indent}else:", f"{indent}    raise ValueError('no such union branch')"]
         return lines
     if not isinstance(kind, str) or kind not in _PRIMITIVES:
@@ -510,11 +536,17 @@ _LAST_SCHEMA = None
 
 @functools.lru_cache(maxsize=64)
 def _schema_of(schema_json):
-    from fastavro.schema import SchemaParseException
+    fastavro = _fastavro()  # where it is missing, the error names the extra
 
     try:
         return _Schema(schema_json)
-    except (ValueError, TypeError, KeyError, AttributeError, SchemaParseException) as err:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        fastavro.schema.SchemaParseException,
+    ) as err:
         return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
@@ -925,6 +957,7 @@ def _clear_cache():
         _CACHE.clear()
     _HEADERS.clear()
     _LAST_SCHEMA = None
+    _schema_of.cache_clear()
 
 
 def iter_alerts(path):
@@ -1115,25 +1148,37 @@ _BIG_ENDIAN = {-32: np.dtype(">f4"), -64: np.dtype(">f8"), 16: np.dtype(">i2"),
 def _simple_image(data):
     """The pixels of a one-HDU FITS stamp as a 2-D view of its bytes, or None."""
     # The stamps of a survey share their header (same cards, same size): a header
-    # block seen before gives its layout at the cost of a dictionary look-up.
-    header = bytes(data[:2880])  # data may be a bytearray (libdeflate's), unhashable
-    layout = _SIMPLE_HEADERS.get(header)
-    if layout is None:
-        layout = _simple_layout(bytes(data))
+    # block seen before gives its layout. The last few are compared in place (no
+    # copy, no hash of 2,880 bytes); the others are looked up in a dictionary.
+    # A tuple: other threads may add one. The layout found is used after the break.
+    for header, layout in tuple(_SIMPLE_RECENT):  # noqa: B007
+        if data.startswith(header):
+            break
+    else:
+        header = bytes(data[:2880])  # data may be a bytearray (libdeflate's), unhashable
+        layout = _SIMPLE_HEADERS.get(header)
         if layout is None:
-            return None
-        if layout[2] == 2880 and len(header) == 2880:
-            if len(_SIMPLE_HEADERS) >= 256:
+            layout = _simple_layout(bytes(data))
+            if layout is None:
+                return None
+            if layout[2] != 2880 or len(header) != 2880:
+                header = None  # a header of more than one block: not kept
+            elif len(_SIMPLE_HEADERS) >= 256:
                 _SIMPLE_HEADERS.clear()
+        if header is not None:
             _SIMPLE_HEADERS[header] = layout
+            _SIMPLE_RECENT.appendleft((header, layout))
     dtype, shape, start, size = layout
     if len(data) != size:
         return None  # truncated, or more HDUs
     return np.frombuffer(data, dtype, shape[0] * shape[1], start).reshape(shape)
 
 
-# Header block -> layout (see _simple_layout), for headers of one block.
+# Header block -> layout (see _simple_layout), for headers of one block; the last
+# few used, as (header, layout), the latest first (ZTF: the science and template
+# stamps share one header, the difference stamp may have its own).
 _SIMPLE_HEADERS = {}
+_SIMPLE_RECENT = collections.deque(maxlen=4)
 
 
 def _simple_layout(data):
@@ -1167,11 +1212,10 @@ def _simple_layout(data):
 
 
 def _fits_image(data, channel, where):
-    _decode_plain = _cutouts()._decode_plain
-
     fast = _simple_image(data)
     if fast is not None:
         return fast
+    _decode_plain = _cutouts()._decode_plain
     data = bytes(data)  # the general readers take bytes
     # The primary HDU is the stamp (ZTF: the only HDU; Rubin: beside UNCERT and
     # PSFIMAGE, which have EXTNAMEs): the image without EXTNAME.
@@ -1350,7 +1394,56 @@ def read_alert(reference, channels=("SCI", "REF", "DIFF"), cutout_size=-1):
 
 
 def _read_reference(reference, channels, cutout_size):
-    return _candidate(_find(reference), channels, cutout_size, reference)
+    alert = _single_alert(reference) if reference.lower().endswith(".avro") else None
+    if alert is None:
+        alert = _find(reference)
+    return _candidate(alert, channels, cutout_size, reference)
+
+
+def _single_alert(path):
+    """The alert of a one-alert Avro file, or None where :func:`_find` must read it.
+
+    A folder of ZTF's archive is thousands of one-alert files, each read once: they
+    skip the file cache and :class:`_AvroFile` (a fifth of the time spent outside the
+    stamps), and are decoded as :func:`_decode` decodes one-record blocks. Anything
+    else (several records or blocks, compressed blocks, cutouts that are not the
+    record's last fields, a damaged or unreadable file) returns None, and the general
+    path reads the file and says what is wrong with it.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(descriptor).st_size
+            if size >= _MAP_FROM:
+                return None
+            data = os.read(descriptor, size + 1)
+        finally:
+            os.close(descriptor)
+        header, offset = _avro_header(data, path)
+        schema = _schema(header["meta"]["avro.schema"], path)
+        count, offset = _read_long(data, offset, path)
+        length, offset = _read_long(data, offset, path)
+    except (OSError, CutoutError):
+        return None
+    if (
+        count != 1
+        or schema.tail is None
+        or schema.read_fast is None
+        or offset + length + 16 != len(data)
+        or header["meta"].get("avro.codec", b"null") != b"null"
+        or data[offset + length :] != header["sync"]
+    ):
+        return None
+    block = data[offset : offset + length]
+    stamps = _tail_stamps(block, schema.tail)
+    if stamps is None:
+        return None
+    try:
+        record = schema.read_fast(block)
+    except (IndexError, ValueError, struct.error):
+        return None
+    record.update(stamps)
+    return _normalise(record, schema.survey, path)
 
 
 def _find(reference):

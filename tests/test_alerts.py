@@ -317,6 +317,111 @@ def test_stamps_are_inflated_the_same_without_libdeflate(ztf_alerts, monkeypatch
     np.testing.assert_array_equal(images["libdeflate"], images["zlib"])
 
 
+def _same_keywords(a, b):
+    """Keyword dicts equal, NaN equal to NaN."""
+    nan = "NaN"
+    clean = [{k: nan if v != v else v for k, v in d.items()} for d in (a, b)]
+    return clean[0] == clean[1]
+
+
+def test_one_alert_files_are_read_past_the_file_cache_as_through_it(ztf_alerts, tmp_path):
+    # A folder of ZTF's archive (one alert a file) is read without the file cache or
+    # _AvroFile: the same alert as the general path; anything else goes to it.
+    read_fast = 0
+    for path in sorted(ztf_alerts.glob("*.avro")):
+        alerts._clear_cache()
+        single = alerts._single_alert(str(path))
+        general = alerts._find(str(path))
+        if path.stem in JPEG:  # stamps that are not FITS: decoded in full, the general way
+            assert single is None
+            continue
+        assert (single["id"], single["survey"]) == (general["id"], general["survey"])
+        assert single["stamps"] == general["stamps"]
+        assert _same_keywords(single["keywords"], general["keywords"])
+        read_fast += 1
+    assert read_fast == 16
+    # A folder read: no file decoded into the cache (the fast path taken every time).
+    alerts._clear_cache()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for path in sorted(ztf_alerts.glob("47226357111509*.avro")):
+        shutil.copy(path, folder)
+    cube, _, _ = load_cutouts(find_cutouts(folder), channels=CHANNELS)
+    assert len(cube) == 4 and not alerts._CACHE
+    # Two alerts, or one in a compressed block, or a damaged one: the general path.
+    good = ztf_alerts / "472263571115115000.avro"
+    with open(good, "rb") as handle:
+        reader = fastavro.reader(handle)
+        record, schema = next(reader), reader.writer_schema
+    for name, records, codec in (("two", [record] * 2, "null"), ("zipped", [record], "deflate")):
+        with open(tmp_path / f"{name}.avro", "wb") as handle:
+            fastavro.writer(handle, schema, records, codec=codec)
+        assert alerts._single_alert(str(tmp_path / f"{name}.avro")) is None
+    image, _ = read_cutout(tmp_path / "zipped.avro", channels=CHANNELS)
+    np.testing.assert_array_equal(image, read_cutout(good, channels=CHANNELS)[0])
+    damaged = tmp_path / "damaged.avro"
+    data = bytearray(good.read_bytes())
+    data[-5] ^= 0xFF  # inside the sync marker that ends the file
+    damaged.write_bytes(bytes(data))
+    assert alerts._single_alert(str(damaged)) is None
+    with pytest.raises(CutoutError, match="damaged.avro: truncated Avro file"):
+        read_cutout(damaged, channels=CHANNELS)
+    assert alerts._single_alert(str(tmp_path / "absent.avro")) is None
+    with pytest.raises(CutoutError, match="absent.avro: no such file"):
+        read_cutout(tmp_path / "absent.avro")
+
+
+def _plain_stamp(height, width):
+    """A one-HDU FITS stamp, its header block written card by card."""
+    cards = ["SIMPLE  =                    T", "BITPIX  =                  -32",
+             "NAXIS   =                    2", f"NAXIS1  = {width:>20}",
+             f"NAXIS2  = {height:>20}", "END"]  # fmt: skip
+    header = "".join(card.ljust(80) for card in cards).ljust(2880).encode("ascii")
+    pixels = np.arange(height * width, dtype=">f4").tobytes()
+    return header + pixels + bytes(-len(pixels) % 2880)
+
+
+def test_stamp_headers_seen_before_give_each_stamp_its_own_shape():
+    # Headers compared in place with the last ones seen: one card apart (NAXIS2), the
+    # layout is each stamp's own, in any order.
+    stamps = {(63, 63): _plain_stamp(63, 63), (41, 63): _plain_stamp(41, 63)}
+    for shape in [(63, 63), (41, 63), (63, 63), (63, 63), (41, 63)] * 2:
+        image = alerts._simple_image(stamps[shape])
+        assert image.shape == shape
+        np.testing.assert_array_equal(image.ravel(), np.arange(shape[0] * shape[1]))
+    assert alerts._simple_image(stamps[(63, 63)][:-2880]) is None  # cut short
+
+
+def test_skipped_unions_with_a_wrong_branch_are_left_to_fastavro():
+    # A skipped ["float", "null"] is one table look-up: a branch byte naming no branch
+    # makes the generated reader fail, and fastavro says why.
+    writer = {
+        "type": "record", "name": "alert", "fields": [
+            {"name": "candid", "type": "long"},
+            {"name": "candidate", "type": {"type": "record", "name": "candidate", "fields": [
+                {"name": "chipsf", "type": ["float", "null"]},
+                {"name": "magpsf", "type": ["float", "null"]},
+            ]}},
+        ],
+    }  # fmt: skip
+    schema = alerts._Schema(json.dumps(writer))
+    parsed = fastavro.parse_schema(writer)
+    for chipsf in (1.5, None):
+        buffer = io.BytesIO()
+        record = {"candid": 7, "candidate": {"chipsf": chipsf, "magpsf": 18.5}}
+        fastavro.schemaless_writer(buffer, parsed, record)
+        block = buffer.getvalue()
+        assert schema.read_fast(block) == {"candid": 7, "candidate": {"magpsf": 18.5}}
+    bad = block[:1] + b"\x04" + block[2:]  # chipsf: branch 2 of a union of two
+    with pytest.raises((IndexError, ValueError)):
+        schema.read_fast(bad)
+    with pytest.raises(Exception) as ours:
+        schema.read_head(fastavro, bad)
+    with pytest.raises(Exception) as theirs:
+        fastavro.schemaless_reader(io.BytesIO(bad), schema.head, schema.head_reader)
+    assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value))
+
+
 def test_missing_fastavro_names_the_extra(ztf_alerts, monkeypatch):
     alerts._clear_cache()
     monkeypatch.setitem(sys.modules, "fastavro", None)
