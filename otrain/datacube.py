@@ -290,14 +290,18 @@ def iter_cutouts(folder):
 
 
 def _scan(folder):
+    # Paths as str(folder / name) writes them, without a Path for each file (a folder
+    # of alert packets is scanned at tens of microseconds a file).
+    base = "" if str(folder) == "." else str(folder)
     with os.scandir(folder) as entries:
         for entry in entries:
             name = entry.name.lower()
             if name.endswith(CUTOUT_SUFFIXES) and entry.is_file():
+                path = os.path.join(base, entry.name)
                 if name.endswith(ALERT_SUFFIXES):
-                    yield from iter_references(folder / entry.name)
+                    yield from iter_references(path)
                 else:
-                    yield str(folder / entry.name)
+                    yield path
 
 
 def _undersample(n_true, n_false, frac_true):
