@@ -240,7 +240,9 @@ def scoring(args, root, sources):
             f"**{ratio:.2f}** of the datacube's rate ({args.n_score / packet_time:,.0f} vs "
             f"{args.n_score / cube_time:,.0f}/s); CPU {1e3 * packet_cpu / args.n_score:.2f} vs "
             f"{1e3 * cube_cpu / args.n_score:.2f} ms/alert, "
-            f"{packet_cpu / packet_time:.2f} vs {cube_cpu / cube_time:.2f} cores used",
+            f"{packet_cpu / packet_time:.2f} vs {cube_cpu / cube_time:.2f} cores used; "
+            f"CPU-time ratio {cube_cpu / packet_cpu:.2f} (the most reachable where no core "
+            "is idle)",
             verdict(ratio >= 0.9),
         ]
     ]
