@@ -577,6 +577,34 @@ def test_rubin_packets_of_several_schemas(rubin_packets):
         assert set(keywords["filter"]) == {"r"} and np.isfinite(keywords["mag"]).all()
 
 
+def test_rubin_one_alert_files_are_read_past_the_file_cache(rubin_packets, tmp_path):
+    # Rubin's packets one a file (each schema): the fast path's alert is the general
+    # path's, and the cube the container's.
+    for version, (path, expected) in rubin_packets.items():
+        with open(path, "rb") as handle:
+            reader = fastavro.reader(handle)
+            schema, records = reader.writer_schema, list(reader)
+        folder = tmp_path / version
+        folder.mkdir()
+        for number, record in enumerate(records):
+            with open(folder / f"{number}.avro", "wb") as handle:
+                fastavro.writer(handle, schema, [record])
+        for number in range(len(records) - 1):  # the last has a null stamp
+            alerts._clear_cache()
+            single = alerts._single_alert(str(folder / f"{number}.avro"))
+            general = alerts._find(str(folder / f"{number}.avro"))
+            assert single["stamps"] == general["stamps"], version
+            assert _same_keywords(single["keywords"], general["keywords"]), version
+        alerts._clear_cache()
+        files = sorted(find_cutouts(folder), key=lambda p: int(Path(p).stem))
+        cube, keywords, skipped = load_cutouts(files, channels=CHANNELS, on_error="skip")
+        assert cube.shape == (7, 30, 30, 3) and len(skipped) == 1
+        # Only the alert with a null stamp went the general way (and was cached).
+        assert [Path(key[0]).name for key in alerts._CACHE] == ["7.avro"]
+        for image, candid in zip(cube, keywords["candid"], strict=True):
+            np.testing.assert_array_equal(image, expected[candid])
+
+
 def test_real_rubin_alerts_are_read(rubin_packets):
     if not RUBIN.is_file():
         pytest.skip(f"Rubin sample not found at {RUBIN}")
