@@ -754,13 +754,27 @@ class _ParquetFile(_AlertFile):
 
 def _decode(fastavro, stream, block, count, schema):
     """Decode the next record of ``stream`` (a block of ``count`` records)."""
-    if count == 1 and schema.tail is not None and schema.head is not None:
-        stamps = _tail_stamps(block, schema.tail)
-        if stamps is not None:
-            record = schema.read_head(fastavro, block)
-            record.update(stamps)
-            return record
+    record = _from_the_end(block, schema) if count == 1 else None
+    if record is not None:
+        return record
     return fastavro.schemaless_reader(stream, schema.writer, schema.reader)
+
+
+def _from_the_end(block, schema):
+    """The record of a one-record block: its stamps found from the block's end
+    (:func:`_tail_stamps`), its first fields by the schema's generated reader; None
+    where either gives up (fastavro then decodes the record and says what is wrong)."""
+    if schema.tail is None or schema.read_fast is None:
+        return None
+    stamps = _tail_stamps(block, schema.tail)
+    if stamps is None:
+        return None
+    try:
+        record = schema.read_fast(block)
+    except (IndexError, ValueError, struct.error):
+        return None
+    record.update(stamps)
+    return record
 
 
 def _avro_count(path):
@@ -1411,39 +1425,23 @@ def _single_alert(path):
     path reads the file and says what is wrong with it.
     """
     try:
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(descriptor).st_size
-            if size >= _MAP_FROM:
+        with _contents(path) as data:
+            header, offset = _avro_header(data, path)
+            schema = _schema(header["meta"]["avro.schema"], path)
+            count, offset = _read_long(data, offset, path)
+            length, offset = _read_long(data, offset, path)
+            if (
+                count != 1
+                or offset + length + 16 != len(data)
+                or header["meta"].get("avro.codec", b"null") != b"null"
+                or data[offset + length :] != header["sync"]
+            ):
                 return None
-            data = os.read(descriptor, size + 1)
-        finally:
-            os.close(descriptor)
-        header, offset = _avro_header(data, path)
-        schema = _schema(header["meta"]["avro.schema"], path)
-        count, offset = _read_long(data, offset, path)
-        length, offset = _read_long(data, offset, path)
-    except (OSError, CutoutError):
+            block = data[offset : offset + length]
+    except CutoutError:
         return None
-    if (
-        count != 1
-        or schema.tail is None
-        or schema.read_fast is None
-        or offset + length + 16 != len(data)
-        or header["meta"].get("avro.codec", b"null") != b"null"
-        or data[offset + length :] != header["sync"]
-    ):
-        return None
-    block = data[offset : offset + length]
-    stamps = _tail_stamps(block, schema.tail)
-    if stamps is None:
-        return None
-    try:
-        record = schema.read_fast(block)
-    except (IndexError, ValueError, struct.error):
-        return None
-    record.update(stamps)
-    return _normalise(record, schema.survey, path)
+    record = _from_the_end(block, schema)
+    return None if record is None else _normalise(record, schema.survey, path)
 
 
 def _find(reference):
