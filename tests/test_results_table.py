@@ -232,7 +232,9 @@ def test_first_chunks_are_shorter_and_change_no_score(model, tmp_path, monkeypat
     equal, _ = inference.score_files(model, paths, every_input=True, chunk_size=128)
     assert reads == [128, 128, 128, 128, 88]
     assert list(ramped["filename"]) == list(equal["filename"]) == paths
-    np.testing.assert_array_equal(ramped["label1"].filled(-1), equal["label1"].filled(-1))
+    np.testing.assert_array_equal(ramped["label1"].mask, equal["label1"].mask)
+    # Batches of other sizes may round the last bit otherwise (oneDNN on AMD EPYC).
+    np.testing.assert_allclose(ramped["label1"].filled(-1), equal["label1"].filled(-1), atol=1e-6)
     reads.clear()
     inference.score_files(model, paths[:300], chunk_size=256, mc_samples=2, random_state=1)
     assert reads == [256, 44]
