@@ -560,10 +560,152 @@ def _read_into(out, paths, channels, cutout_size, on_error):
     return ok, rows, skipped
 
 
-def _read_chunk(paths, channels, cutout_size, shape, on_error):
-    """Worker of the loky path: read files into a new array."""
-    out = np.empty((len(paths), *shape), dtype=np.float32)
-    return (out, *_read_into(out, paths, channels, cutout_size, on_error))
+def _read_into_file(path, start, stop, shape, paths, channels, cutout_size, on_error):
+    """Worker of the reader processes: read ``paths`` into rows ``start:stop`` of the
+    array that :func:`_shared_file` made at ``path``; returns (ok, keyword rows, skipped)."""
+    out = np.memmap(
+        path,
+        dtype=np.float32,
+        mode="r+",
+        offset=start * math.prod(shape) * 4,
+        shape=(stop - start, *shape),
+    )
+    try:
+        return _read_into(out, paths, channels, cutout_size, on_error)
+    finally:
+        out._mmap.close()
+
+
+def _shared_file(shape):
+    """A float32 array in a new file that reader processes can open: (array, path).
+
+    The file goes to /dev/shm (memory), else to the temporary folder, with its room
+    reserved first (``posix_fallocate``): a full /dev/shm (64 MB in a default Docker
+    container) is then a clean fall-back, not a SIGBUS while a reader writes. The
+    caller unlinks the file once the readers are done; the array stays valid.
+    Returns (None, None) where no folder has the room.
+    """
+    import mmap
+    import tempfile
+
+    nbytes = max(math.prod(shape) * 4, 1)
+    for folder in ("/dev/shm", tempfile.gettempdir()):
+        if not os.path.isdir(folder):
+            continue
+        _remove_stale(folder)
+        try:
+            fd, path = tempfile.mkstemp(prefix=f"{_SHARED_PREFIX}{os.getpid()}-", dir=folder)
+        except OSError:
+            continue
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+            buffer = mmap.mmap(fd, nbytes)
+        except OSError:
+            os.unlink(path)
+            continue
+        finally:
+            os.close(fd)
+        count = math.prod(shape)
+        return np.frombuffer(buffer, dtype=np.float32, count=count).reshape(shape), path
+    return None, None
+
+
+_SHARED_PREFIX = "otrain-cube-"
+
+
+@functools.cache
+def _remove_stale(folder):
+    """Remove the shared files left by otrain processes that were killed (once a folder
+    per process): a file lives only while a chunk is read, but a SIGKILL then leaves it."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(_SHARED_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(_SHARED_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+def _reader_pool(n_workers):
+    """joblib's reusable loky processes: started once, kept between calls (and runs)."""
+    from joblib.externals.loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=n_workers)
+
+
+# Futures of the reader processes' start (see start_readers).
+_STARTING = []
+
+
+def start_readers(n_jobs):
+    """Start reader processes now, in the background, for the reads that follow.
+
+    Once they have started (imports done), :func:`load_cutouts` hands them files from
+    64 files a worker, instead of the tens of thousands that a process started for
+    one call must get to pay for its start. For a process that runs TensorFlow and
+    reads many chunks, such as :func:`otrain.inference.score_files`. Returns the
+    number of reader processes (1: none started).
+    """
+    n_workers = _effective_jobs(n_jobs, 1 << 62, 1)
+    if n_workers > 1:
+        pool = _reader_pool(n_workers)
+        _STARTING[:] = [pool.submit(_started) for _ in range(n_workers)]
+    return n_workers
+
+
+def _started():
+    return os.getpid()
+
+
+def _readers_ready():
+    """Whether reader processes started by start_readers are up."""
+    return bool(_STARTING) and all(f.done() and f.exception() is None for f in _STARTING)
+
+
+def _read_in_processes(out, path, paths, channels, cutout_size, on_error, n_workers):
+    """Read with reader processes writing into the shared file of ``out``, in order."""
+    shape = out.shape[1:]
+    size = math.ceil(len(paths) / n_workers)
+    pool = _reader_pool(n_workers)
+    futures = [
+        pool.submit(
+            _read_into_file,
+            path,
+            i,
+            min(i + size, len(paths)),
+            shape,
+            paths[i : i + size],
+            channels,
+            cutout_size,
+            on_error,
+        )
+        for i in range(0, len(paths), size)
+    ]
+    try:
+        # In order: the error raised is that of the first bad file.
+        parts = [future.result() for future in futures]
+    finally:
+        for future in futures:
+            future.cancel()
+    ok = np.concatenate([part[0] for part in parts])
+    rows = [row for part in parts for row in part[1]]
+    skipped = [item for part in parts for item in part[2]]
+    return ok, rows, skipped
 
 
 # What the forked readers inherit from the process that forks them (see _read_forked).
@@ -677,8 +819,9 @@ def load_cutouts(
         Worker processes for reading (joblib convention: None = 1, -1 = all cores),
         used from a thousand files per worker. Workers are forked (Linux, when
         TensorFlow is not loaded and no other thread runs) and write straight into
-        the output; otherwise they are fresh loky processes, worth it only from
-        tens of thousands of files.
+        the output; otherwise they are joblib's loky processes writing into shared
+        memory, worth starting only from tens of thousands of files, and used from
+        64 files a worker once :func:`start_readers` has started them.
     on_error : {"raise", "skip", "skip_unreadable"}, default "raise"
         What to do with a file that cannot be read or has another size: raise a
         :class:`CutoutError`, or leave it out and report it in ``skipped``;
@@ -724,27 +867,26 @@ def load_cutouts(
     # milliseconds) pays off from about a thousand files, a loky one (a new
     # interpreter importing astropy, a second or so) from tens of thousands.
     forking = _can_fork()
-    n_workers = _effective_jobs(n_jobs, len(todo), 1000 if forking else 20000)
+    if forking:
+        per_worker = 1000
+    elif _readers_ready():
+        per_worker = 64  # reader processes already running: only the hand-over to pay
+    else:
+        per_worker = 20000
+    n_workers = _effective_jobs(n_jobs, len(todo), per_worker)
     if n_workers > 1 and forking:
         out = _shared_array((len(todo), *shape))
         ok, rows, more = _read_forked(out, todo, channels, cutout_size, on_error, n_workers)
-    elif n_workers > 1:
+    elif n_workers > 1 and (shared := _shared_file((len(todo), *shape)))[0] is not None:
         # TensorFlow (or another thread) runs here, so this process must not fork:
-        # fresh loky processes read chunks and send them back.
-        from joblib import Parallel, delayed
-
-        out = np.empty((len(todo), *shape), dtype=np.float32)
-        size = math.ceil(len(todo) / (n_workers * 4))
-        starts = range(0, len(todo), size)
-        parts = Parallel(n_jobs=n_workers)(
-            delayed(_read_chunk)(todo[i : i + size], channels, cutout_size, shape, on_error)
-            for i in starts
-        )
-        for i, (chunk, _, _, _) in zip(starts, parts, strict=True):
-            out[i : i + len(chunk)] = chunk
-        ok = np.concatenate([part[1] for part in parts])
-        rows = [row for part in parts for row in part[2]]
-        more = [item for part in parts for item in part[3]]
+        # reader processes (started once, see _reader_pool) write into a shared file.
+        out, path = shared
+        try:
+            ok, rows, more = _read_in_processes(
+                out, path, todo, channels, cutout_size, on_error, n_workers
+            )
+        finally:
+            os.unlink(path)
     else:
         out = np.empty((len(todo), *shape), dtype=np.float32)
         ok, rows, more = _read_into(out, todo, channels, cutout_size, on_error)

@@ -736,6 +736,67 @@ def test_braai_scores_fink_parquet_as_ztf_sample_fits(ztf_alerts, ztf_folder, br
     assert np.isfinite(np.asarray(table["drb"], float)).all()
 
 
+def test_reader_processes_score_as_one_thread(ztf_alerts, braai, monkeypatch):
+    """Where the network leaves cores free (a GPU), reader processes read the chunks
+    into shared memory: same rows, same scores, bad and duplicated files included."""
+    from otrain import cutouts, inference
+
+    # Every file six times: a file listed twice is reported twice.
+    from otrain.datacube import find_cutouts
+    from otrain.inference import score_files
+
+    references = find_cutouts(ztf_alerts) * 6
+    threaded, _ = score_files(braai, references, n_jobs=1, precision="float32",
+                              every_input=True, chunk_size=128)  # fmt: skip
+    monkeypatch.setattr(inference, "_cores_for_reading", lambda: 2)
+    monkeypatch.setattr(inference, "_FILES_PER_READER", 1)
+    for future in [cutouts._reader_pool(2).submit(cutouts._started) for _ in range(2)]:
+        future.result()  # started before the run: the chunks after the first use them
+    used = []
+    original = cutouts._read_in_processes
+
+    def counted(*args):
+        used.append(len(args[2]))
+        return original(*args)
+
+    monkeypatch.setattr(cutouts, "_read_in_processes", counted)
+    table, summary = score_files(braai, references, n_jobs=2, precision="float32",
+                                 every_input=True, chunk_size=128)  # fmt: skip
+    assert sum(used) >= len(references) - 2 * 128
+    assert list(table["filename"]) == list(threaded["filename"]) == references
+    assert list(table["status"]) == list(threaded["status"])
+    unreadable = list(table["status"]).count("unreadable")
+    assert unreadable and unreadable % 6 == 0
+    scored = table["status"] == "scored"
+    np.testing.assert_allclose(np.asarray(table["label1"][scored], float),
+                               np.asarray(threaded["label1"][scored], float),
+                               atol=1e-6)  # fmt: skip
+    edge = list(threaded["status"]).count("edge")
+    assert summary["n_edge"] == edge and edge and edge % 6 == 0
+
+
+def test_cores_left_to_reading_follow_the_network_threads(monkeypatch):
+    import os
+
+    import tensorflow as tf
+
+    from otrain import inference
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 0)
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    assert inference._cores_for_reading() == 0  # the network takes every core
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "2")
+    assert inference._cores_for_reading() == 6
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"])
+    assert inference._cores_for_reading() == 8
+    # No reader processes on a CPU whose cores the network takes, whatever n_jobs asks.
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
+    assert inference._start_readers(-1, range(100_000)) == 1
+
+
 def test_stream_scores_in_batches_as_load_cutouts(ztf_alerts, braai):
     with open(ztf_alerts / "472263571115115000.avro", "rb") as handle:
         reader = fastavro.reader(handle)

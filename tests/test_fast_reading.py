@@ -9,6 +9,7 @@ table of serial reading.
 
 import gzip
 import math
+import mmap
 import subprocess
 import sys
 import textwrap
@@ -200,6 +201,64 @@ def test_loky_workers_give_the_serial_cube(tmp_path, monkeypatch):
     np.testing.assert_array_equal(serial[0], parallel[0])
     assert list(serial[1]["mag"]) == list(parallel[1]["mag"])
     assert [p for p, _ in parallel[2]] == [paths[10], paths[20]]
+
+
+def _shared_files(folder="/dev/shm"):
+    import os
+
+    return sorted(n for n in os.listdir(folder) if n.startswith(reading._SHARED_PREFIX))
+
+
+def test_loky_workers_write_into_shared_memory_and_leave_no_file(tmp_path, monkeypatch):
+    paths = _stamps_with_bad_files(tmp_path)
+    before = _shared_files()
+    monkeypatch.setattr(reading, "_can_fork", lambda: False)
+    monkeypatch.setattr(reading, "_effective_jobs", lambda *args: 2)
+    cube, _, _ = load_cutouts(paths, n_jobs=2, on_error="skip")
+    owner = cube
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    assert isinstance(getattr(owner, "obj", owner), mmap.mmap)  # the readers' shared file
+    assert _shared_files() == before
+    # The first bad file, in order, is the error raised; its file goes too.
+    with pytest.raises(CutoutError, match="010.fits"):
+        load_cutouts(paths, n_jobs=2)
+    assert _shared_files() == before
+
+
+def test_loky_path_reads_here_where_no_folder_has_room(tmp_path, monkeypatch):
+    import os
+
+    paths = _stamps_with_bad_files(tmp_path)
+    serial = load_cutouts(paths, on_error="skip")
+    monkeypatch.setattr(reading, "_can_fork", lambda: False)
+    monkeypatch.setattr(reading, "_effective_jobs", lambda *args: 2)
+
+    def full(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    assert reading._shared_file((10, 8, 8, 1)) == (None, None)
+    called = []
+    monkeypatch.setattr(reading, "_read_in_processes", lambda *a: called.append(a))
+    here = load_cutouts(paths, n_jobs=2, on_error="skip")
+    assert not called
+    np.testing.assert_array_equal(serial[0], here[0])
+    assert [p for p, _ in here[2]] == [paths[10], paths[20]]
+
+
+def test_shared_files_of_killed_processes_are_removed(tmp_path):
+    import os
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    left = tmp_path / f"{reading._SHARED_PREFIX}{dead.stdout.strip()}-abc"
+    mine = tmp_path / f"{reading._SHARED_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "otrain-cube-notes.txt"
+    for path in (left, mine, other):
+        path.write_bytes(b"x")
+    reading._remove_stale(str(tmp_path))
+    assert not left.exists() and mine.exists() and other.exists()
 
 
 def test_forked_workers_give_the_serial_cube(tmp_path):
