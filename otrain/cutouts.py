@@ -22,6 +22,7 @@ import math
 import os
 import re
 import warnings
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 
 import numpy as np
@@ -885,6 +886,16 @@ def load_cutouts(
             ok, rows, more = _read_in_processes(
                 out, path, todo, channels, cutout_size, on_error, n_workers
             )
+        except BrokenExecutor as err:
+            # A reader process died (killed, out of memory): this process reads the
+            # files, and the readers are no longer counted as started.
+            warnings.warn(
+                f"a reader process stopped ({_short(err)}); reading in this process",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            _STARTING.clear()
+            ok, rows, more = _read_into(out, todo, channels, cutout_size, on_error)
         finally:
             os.unlink(path)
     else:

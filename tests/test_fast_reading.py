@@ -247,6 +247,31 @@ def test_loky_path_reads_here_where_no_folder_has_room(tmp_path, monkeypatch):
     assert [p for p, _ in here[2]] == [paths[10], paths[20]]
 
 
+def test_a_reader_process_that_dies_leaves_the_reading_to_this_one(tmp_path, monkeypatch):
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    paths = _stamps_with_bad_files(tmp_path)
+    serial = load_cutouts(paths, on_error="skip")
+    monkeypatch.setattr(reading, "_can_fork", lambda: False)
+    monkeypatch.setattr(reading, "_effective_jobs", lambda *args: 2)
+    from concurrent.futures import Future
+
+    started = Future()
+    started.set_result(0)
+    monkeypatch.setattr(reading, "_STARTING", [started])
+
+    def killed(*args):
+        raise TerminatedWorkerError("A worker process was killed (SIGKILL)")
+
+    monkeypatch.setattr(reading, "_read_in_processes", killed)
+    before = _shared_files()
+    with pytest.warns(RuntimeWarning, match="reader process stopped .*SIGKILL.* this process"):
+        here = load_cutouts(paths, n_jobs=2, on_error="skip")
+    np.testing.assert_array_equal(serial[0], here[0])
+    assert [p for p, _ in here[2]] == [paths[10], paths[20]]
+    assert reading._STARTING == [] and _shared_files() == before
+
+
 def test_shared_files_of_killed_processes_are_removed(tmp_path):
     import os
 
