@@ -305,9 +305,10 @@ def _cores_for_reading():
     """Cores the network leaves to reading: every core where it runs on a GPU, else
     those its TensorFlow threads leave (none by default, they take every core).
 
-    On a CPU, reader processes beside a network on every core only take from it:
-    braai scored 4,000 packets at 0.79 of a datacube's rate with them, 0.88 with one
-    reader thread (2 cores). Where the network costs the CPU nothing, they read 1.4x
+    On a CPU, reader processes beside a network on every core only add their own
+    overhead (about 0.1 ms of CPU a ZTF packet): braai scored 4,000 packets at
+    0.79-1.04 of a datacube's rate with them, 0.85-1.00 with one reader thread (2
+    cores, three runs). Where the network costs the CPU nothing, they read 1.2-1.6x
     faster than the thread on 2 cores (benchmarks/alerts.py).
     """
     import sys
