@@ -93,7 +93,8 @@ def test_chunks_overlap_without_changing_the_table(fitted, candidates):
     assert done == [10, 20, 30, 40, 46]
     assert list(chunked["filename"]) == list(whole["filename"])
     assert list(chunked["mag"]) == [i for i in range(45) if i not in (7, 30)]
-    np.testing.assert_array_equal(chunked["label1"], whole["label1"])
+    # Batches of other sizes may round the last bit otherwise (oneDNN on AMD EPYC).
+    np.testing.assert_allclose(chunked["label1"], whole["label1"], atol=1e-6)
     assert summary["n_edge"] == chunked_summary["n_edge"] == 2
     assert [p for p, _ in chunked_summary["skipped"]] == [candidates[-1]]
     assert summary["n_scored"] == 43
