@@ -571,10 +571,8 @@ def _read_into_file(path, start, stop, shape, paths, channels, cutout_size, on_e
         offset=start * math.prod(shape) * 4,
         shape=(stop - start, *shape),
     )
-    try:
-        return _read_into(out, paths, channels, cutout_size, on_error)
-    finally:
-        out._mmap.close()
+    # The mapping closes when `out` goes, at the return: nothing else holds it.
+    return _read_into(out, paths, channels, cutout_size, on_error)
 
 
 def _shared_file(shape):
@@ -649,11 +647,11 @@ def _reader_pool(n_workers):
     return get_reusable_executor(max_workers=n_workers)
 
 
-# Futures of the reader processes' start (see start_readers).
+# Futures of the reader processes' start (see _start_readers).
 _STARTING = []
 
 
-def start_readers(n_jobs):
+def _start_readers(n_jobs):
     """Start reader processes now, in the background, for the reads that follow.
 
     Once they have started (imports done), :func:`load_cutouts` hands them files from
@@ -674,7 +672,7 @@ def _started():
 
 
 def _readers_ready():
-    """Whether reader processes started by start_readers are up."""
+    """Whether reader processes started by _start_readers are up."""
     return bool(_STARTING) and all(f.done() and f.exception() is None for f in _STARTING)
 
 
@@ -822,7 +820,8 @@ def load_cutouts(
         TensorFlow is not loaded and no other thread runs) and write straight into
         the output; otherwise they are joblib's loky processes writing into shared
         memory, worth starting only from tens of thousands of files, and used from
-        64 files a worker once :func:`start_readers` has started them.
+        64 files a worker once running (:func:`otrain.inference.score_files` starts
+        them for its chunks).
     on_error : {"raise", "skip", "skip_unreadable"}, default "raise"
         What to do with a file that cannot be read or has another size: raise a
         :class:`CutoutError`, or leave it out and report it in ``skipped``;

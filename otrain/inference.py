@@ -231,7 +231,7 @@ def score_files(
     # Reader processes, for runs long enough to pay their start (a second or so,
     # taken while the first chunks are read here and scored): they read beside the
     # network on every core, where one thread reads about 2,000 alerts a second.
-    readers = _start_readers(n_jobs, paths)
+    readers = _readers_for_run(n_jobs, paths)
 
     def read(chunk):
         return chunk, _read_chunk(chunk, channels, input_shape, readers, score_edge)
@@ -283,22 +283,22 @@ def score_files(
     return table, summary
 
 
-# Files a run needs per reader process to start them (see _start_readers).
+# Files a run needs per reader process to start them (see _readers_for_run).
 _FILES_PER_READER = 2000
 
 
-def _start_readers(n_jobs, paths):
+def _readers_for_run(n_jobs, paths):
     """Start reader processes for a run of ``paths`` (a list, or a stream taken as long)
     where ``n_jobs`` asks for them, the network leaves cores free (see
     :func:`_cores_for_reading`) and the run has ``_FILES_PER_READER`` files for two at
     least; returns ``n_jobs`` to read with, or 1."""
-    from .cutouts import _can_fork, _effective_jobs, start_readers
+    from .cutouts import _can_fork, _effective_jobs, _start_readers
 
     if _can_fork():
         return n_jobs  # no TensorFlow here: load_cutouts forks its readers in milliseconds
     n_files = len(paths) if hasattr(paths, "__len__") else 1 << 62
     n_workers = min(_effective_jobs(n_jobs, n_files, _FILES_PER_READER), _cores_for_reading())
-    return start_readers(n_workers) if n_workers > 1 else 1
+    return _start_readers(n_workers) if n_workers > 1 else 1
 
 
 def _cores_for_reading():

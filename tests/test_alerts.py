@@ -794,7 +794,7 @@ def test_cores_left_to_reading_follow_the_network_threads(monkeypatch):
     # No reader processes on a CPU whose cores the network takes, whatever n_jobs asks.
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
-    assert inference._start_readers(-1, range(100_000)) == 1
+    assert inference._readers_for_run(-1, range(100_000)) == 1
 
 
 def test_stream_scores_in_batches_as_load_cutouts(ztf_alerts, braai):
