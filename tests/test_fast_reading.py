@@ -204,9 +204,11 @@ def test_loky_workers_give_the_serial_cube(tmp_path, monkeypatch):
 
 
 def _shared_files(folder="/dev/shm"):
+    """This process's shared files (other test processes may read at the same time)."""
     import os
 
-    return sorted(n for n in os.listdir(folder) if n.startswith(reading._SHARED_PREFIX))
+    mine = f"{reading._SHARED_PREFIX}{os.getpid()}-"
+    return sorted(n for n in os.listdir(folder) if n.startswith(mine))
 
 
 def test_loky_workers_write_into_shared_memory_and_leave_no_file(tmp_path, monkeypatch):
