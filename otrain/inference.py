@@ -297,7 +297,9 @@ def _readers_for_run(n_jobs, paths):
     if _can_fork():
         return n_jobs  # no TensorFlow here: load_cutouts forks its readers in milliseconds
     n_files = len(paths) if hasattr(paths, "__len__") else 1 << 62
-    n_workers = min(_effective_jobs(n_jobs, n_files, _FILES_PER_READER), _cores_for_reading())
+    n_workers = _effective_jobs(n_jobs, n_files, _FILES_PER_READER)
+    if n_workers > 1:
+        n_workers = min(n_workers, _cores_for_reading())
     return _start_readers(n_workers) if n_workers > 1 else 1
 
 
