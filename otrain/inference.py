@@ -152,8 +152,8 @@ def score_files(
         Cutout files; consumed lazily, chunk by chunk.
     n_jobs : int or None, default None
         Processes reading files beside the network, at most (joblib convention:
-        None = 1, -1 = all cores): started where the network leaves cores free (it
-        runs on a GPU, or its TensorFlow threads are fewer than the cores) and the
+        None = 1, -1 = all cores): started where the network leaves two cores or
+        more free (it runs on a GPU, or its TensorFlow threads leave them) and the
         run has 2,000 files a process, kept between runs, writing the stamps into
         shared memory; the first chunks are read in this process while they start.
         Otherwise one thread reads beside the network.
