@@ -701,6 +701,11 @@ def _read_in_processes(out, path, paths, channels, cutout_size, on_error, n_work
     finally:
         for future in futures:
             future.cancel()
+    return _joined(parts)
+
+
+def _joined(parts):
+    """The (ok, keyword rows, skipped) of consecutive parts read by _read_into, as one."""
     ok = np.concatenate([part[0] for part in parts])
     rows = [row for part in parts for row in part[1]]
     skipped = [item for part in parts for item in part[2]]
@@ -735,10 +740,7 @@ def _read_forked(out, paths, channels, cutout_size, on_error, n_workers):
             parts = list(pool.imap(_read_range, bounds))
     finally:
         _FORK_STATE = None
-    ok = np.concatenate([part[0] for part in parts])
-    rows = [row for part in parts for row in part[1]]
-    skipped = [item for part in parts for item in part[2]]
-    return ok, rows, skipped
+    return _joined(parts)
 
 
 def _can_fork():
